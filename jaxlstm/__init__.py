@@ -1,0 +1,31 @@
+"""jaxlstm: PyTorch's `nn.LSTM` and `nn.LSTMCell`, exact, as pure JAX functions and Flax modules.
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> import jaxlstm
+    >>> lstm = jaxlstm.LSTM(12, 10, num_layers=3, batch_first=True, rngs=nnx.Rngs(0))
+    >>> out, (h_n, c_n) = lstm(jnp.ones((2, 4, 12)))
+    >>> out.shape, h_n.shape
+    ((2, 4, 10), (3, 2, 10))
+"""
+
+from jaxlstm.cell import lstm_cell
+from jaxlstm.config import LSTMConfig
+from jaxlstm.lstm import init_params, lstm
+from jaxlstm.nnx import LSTM, LSTMCell
+from jaxlstm.torch_io import from_torch, load_torch_state_dict, torch_state_dict
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LSTM",
+    "LSTMCell",
+    "LSTMConfig",
+    "from_torch",
+    "init_params",
+    "load_torch_state_dict",
+    "lstm",
+    "lstm_cell",
+    "torch_state_dict",
+]

@@ -1,0 +1,30 @@
+"""Static (trace-time) checks of call arguments, with messages that name the argument."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["check_floating", "check_shape", "is_concrete"]
+
+
+def check_floating(name: str, x: Any) -> None:
+    """Raises TypeError unless `x` has a floating-point dtype."""
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{name} must have a floating-point dtype, got {x.dtype}")
+
+
+def check_shape(name: str, x: Any, expected: tuple[int, ...]) -> None:
+    """Raises ValueError unless `x.shape == expected`."""
+    if tuple(x.shape) != tuple(expected):
+        raise ValueError(f"{name} must have shape {tuple(expected)}, got {tuple(x.shape)}")
+
+
+def is_concrete(x: Any) -> bool:
+    """True if the value of `x` is known now (not a tracer inside jit/grad/vmap)."""
+    if isinstance(x, jax.core.Tracer):
+        return False
+    return isinstance(x, (np.ndarray, np.generic, jax.Array, list, tuple, int))

@@ -1,0 +1,245 @@
+"""The functional `torch.nn.LSTM`: parameter init and the stacked, bidirectional forward pass.
+
+`lstm(params, x, hx, config=...)` is a pure function of arrays: it works under `jax.jit`,
+`jax.grad` and `jax.vmap`, and knows nothing of Flax, torch, optax or files.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxlstm._checks import check_floating, check_shape, is_concrete
+from jaxlstm.cell import state_dtype
+from jaxlstm.config import LSTMConfig, param_names
+from jaxlstm.layer import LayerWeights, lstm_layer
+
+__all__ = ["check_params", "init_params", "lstm", "split_state"]
+
+Array = jax.Array
+
+
+def init_params(key: Array, config: LSTMConfig, dtype: Any = jnp.float32) -> dict[str, Array]:
+    """Torch's default initialisation: every parameter drawn from U(-1/√H, 1/√H).
+
+    Args:
+        key: a PRNG key.
+        config: the LSTM's configuration.
+        dtype: the parameters' dtype.
+
+    Returns:
+        `{torch name: array}` with the shapes of `config.param_shapes()`, in torch's order.
+
+    Example:
+        >>> params = init_params(jax.random.key(0), LSTMConfig(3, 5))
+        >>> params["weight_ih_l0"].shape
+        (20, 3)
+    """
+    bound = 1.0 / math.sqrt(config.hidden_size)
+    shapes = config.param_shapes()
+    keys = jax.random.split(key, len(shapes))
+    return {
+        name: jax.random.uniform(k, shape, dtype, -bound, bound)
+        for k, (name, shape) in zip(keys, shapes.items(), strict=True)
+    }
+
+
+def check_params(params: Mapping[str, Any], expected: Mapping[str, tuple[int, ...]], what: str = "params") -> None:
+    """Raises one ValueError listing every missing, unexpected and mis-shaped parameter.
+
+    Args:
+        params: `{name: array}` to check.
+        expected: `{name: shape}` required.
+        what: how the error names `params`.
+
+    Raises:
+        ValueError: the names or shapes differ from `expected`.
+    """
+    missing = [k for k in expected if k not in params]
+    unexpected = [k for k in params if k not in expected]
+    mismatched = [
+        f"{k}: expected {tuple(shape)}, got {tuple(params[k].shape)}"
+        for k, shape in expected.items()
+        if k in params and tuple(params[k].shape) != tuple(shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys {missing}")
+    if unexpected:
+        problems.append(f"unexpected keys {unexpected}")
+    if mismatched:
+        problems.append("shape mismatches: " + "; ".join(mismatched))
+    if problems:
+        raise ValueError(f"{what} do not match the configuration: " + ", ".join(problems))
+
+
+def split_state(hx: Any, name: str = "hx") -> tuple[Array, Array]:
+    """Returns `(h, c)` from a state pair, the one place a state is indexed by position.
+
+    Raises:
+        TypeError: `hx` is not a tuple or list of two arrays.
+    """
+    if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+        got = type(hx).__name__ + (f" of length {len(hx)}" if isinstance(hx, (tuple, list)) else "")
+        raise TypeError(f"{name} must be a tuple (h_0, c_0) of two arrays, got {got}")
+    h, c = hx
+    return jnp.asarray(h), jnp.asarray(c)
+
+
+def _check_seq_lengths(seq_lengths: Any, batch: int, steps: int, batched: bool) -> Array:
+    lengths = jnp.asarray(seq_lengths)
+    if not jnp.issubdtype(lengths.dtype, jnp.integer):
+        raise TypeError(f"seq_lengths must have an integer dtype, got {lengths.dtype}")
+    expected = (batch,) if batched else ()
+    if batched:
+        check_shape("seq_lengths", lengths, expected)
+    elif lengths.shape not in ((), (1,)):
+        raise ValueError(f"seq_lengths for unbatched input must be a scalar, got shape {lengths.shape}")
+    if is_concrete(seq_lengths):
+        lo, hi = int(lengths.min()), int(lengths.max())
+        if lo < 1 or hi > steps:
+            raise ValueError(
+                f"seq_lengths must be in [1, T={steps}], got values from {lo} to {hi}"
+            )
+    return lengths.reshape(batch)
+
+
+def _dropout(key: Array, x: Array, rate: float) -> Array:
+    if rate >= 1.0:
+        return jnp.zeros_like(x)
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype))
+
+
+def default_unroll() -> int:
+    """Scan steps per loop iteration used when `unroll=None`."""
+    return 1
+
+
+def lstm(
+    params: Mapping[str, Array],
+    x: Array,
+    hx: tuple[Array, Array] | None = None,
+    *,
+    config: LSTMConfig,
+    seq_lengths: Array | None = None,
+    dropout_key: Array | None = None,
+    unroll: int | None = None,
+) -> tuple[Array, tuple[Array, Array]]:
+    """The forward pass of `torch.nn.LSTM`, as a pure function.
+
+    Args:
+        params: `{torch name: array}` with the shapes of `config.param_shapes()`.
+        x: `[T, B, I]`, or `[B, T, I]` with `config.batch_first`, or unbatched `[T, I]`.
+        hx: `(h_0, c_0)` with `h_0` `[D*L, B, H_out]` and `c_0` `[D*L, B, H]` (unbatched:
+            `[D*L, H_out]`, `[D*L, H]`; never batch-first), or None for zeros.
+        config: the structural arguments.
+        seq_lengths: `[B]` integer lengths in [1, T] in any order (unbatched: a scalar), as
+            `pack_padded_sequence(..., enforce_sorted=False)` would take. Steps at or past a
+            length give 0 in `out`, and `h_n`/`c_n` hold each sequence's last valid state.
+            Values are checked only when concrete (not under `jit`); see `jaxlstm.checked`.
+        dropout_key: a PRNG key enabling dropout of rate `config.dropout` on the outputs of
+            every layer but the last (training mode); None disables dropout.
+        unroll: scan steps per loop iteration; None picks a default for the backend.
+
+    Returns:
+        `(out, (h_n, c_n))`: `out` `[T, B, D*H_out]` (batch-first: `[B, T, D*H_out]`;
+        unbatched: `[T, D*H_out]`), `h_n` `[D*L, B, H_out]`, `c_n` `[D*L, B, H]` ordered
+        layer 0 forward, layer 0 backward, layer 1 forward, ... `c_n` is at least float32.
+
+    Raises:
+        ValueError: a shape does not match the configuration, or concrete seq_lengths are
+            outside [1, T].
+        TypeError: x is not floating point, hx is not a pair, seq_lengths is not integer.
+
+    Example:
+        >>> cfg = LSTMConfig(3, 5, num_layers=2)
+        >>> params = init_params(jax.random.key(0), cfg)
+        >>> out, (h_n, c_n) = lstm(params, jnp.zeros((7, 2, 3)), config=cfg)
+        >>> out.shape, h_n.shape
+        ((7, 2, 5), (2, 2, 5))
+    """
+    check_params(params, config.param_shapes())
+    x = jnp.asarray(x)
+    check_floating("input", x)
+    if x.ndim not in (2, 3):
+        raise ValueError(
+            f"input must be 3-D [T, B, I] ([B, T, I] with batch_first) or unbatched 2-D "
+            f"[T, I], got shape {x.shape}"
+        )
+    if x.shape[-1] != config.input_size:
+        raise ValueError(
+            f"input.size(-1) must be equal to input_size={config.input_size}, got shape {x.shape}"
+        )
+    batched = x.ndim == 3
+    if not batched:
+        x = x[:, None]
+    elif config.batch_first:
+        x = jnp.swapaxes(x, 0, 1)
+    steps, batch = x.shape[0], x.shape[1]
+    if steps == 0:
+        raise ValueError(f"input must have at least one time step, got shape {x.shape}")
+    num_states = config.num_layers * config.num_directions
+    h_shape = (num_states, batch, config.output_size)
+    c_shape = (num_states, batch, config.hidden_size)
+
+    dtype = jnp.result_type(x, *params.values())
+    sdtype = state_dtype(dtype)
+    if hx is None:
+        h0 = jnp.zeros(h_shape, dtype)
+        c0 = jnp.zeros(c_shape, sdtype)
+    else:
+        h0, c0 = split_state(hx)
+        for label, value, shape in (("h_0", h0, h_shape), ("c_0", c0, c_shape)):
+            want = shape if batched else (shape[0], shape[2])
+            if value.ndim != len(want):
+                kind = "3-D for batched input" if batched else "2-D for unbatched input"
+                raise ValueError(f"hx {label} must be {kind} with shape {want}, got shape {value.shape}")
+            check_shape(f"hx {label}", value, want)
+            check_floating(f"hx {label}", value)
+        if not batched:
+            h0, c0 = h0[:, None], c0[:, None]
+        h0, c0 = h0.astype(dtype), c0.astype(sdtype)
+
+    mask = None
+    if seq_lengths is not None:
+        lengths = _check_seq_lengths(seq_lengths, batch, steps, batched)
+        mask = jnp.arange(steps)[:, None] < lengths[None, :]
+
+    num_dirs = config.num_directions
+    h0 = h0.reshape(config.num_layers, num_dirs, batch, config.output_size)
+    c0 = c0.reshape(config.num_layers, num_dirs, batch, config.hidden_size)
+    unroll = default_unroll() if unroll is None else unroll
+    layer_input = x.astype(dtype)
+    h_n, c_n = [], []
+    for k in range(config.num_layers):
+        names = [param_names(config, k, d) for d in range(num_dirs)]
+        stack = lambda role, names=names: jnp.stack([params[n[role]].astype(dtype) for n in names])  # noqa: E731
+        weights = LayerWeights(
+            w_ih=stack("weight_ih"),
+            w_hh=stack("weight_hh"),
+            bias=(
+                jnp.stack([(params[n["bias_ih"]] + params[n["bias_hh"]]).astype(dtype) for n in names])
+                if config.bias
+                else None
+            ),
+            w_hr=stack("weight_hr") if config.proj_size > 0 else None,
+        )
+        layer_input, h_k, c_k = lstm_layer(weights, layer_input, h0[k], c0[k], mask=mask, unroll=unroll)
+        h_n.append(h_k)
+        c_n.append(c_k)
+        if k < config.num_layers - 1 and dropout_key is not None and config.dropout > 0:
+            layer_input = _dropout(jax.random.fold_in(dropout_key, k), layer_input, config.dropout)
+
+    out = layer_input
+    h_n = jnp.concatenate(h_n, axis=0)
+    c_n = jnp.concatenate(c_n, axis=0)
+    if not batched:
+        return out[:, 0], (h_n[:, 0], c_n[:, 0])
+    if config.batch_first:
+        out = jnp.swapaxes(out, 0, 1)
+    return out, (h_n, c_n)
