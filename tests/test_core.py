@@ -142,7 +142,7 @@ def test_dropout_reproducible_from_key_and_rate_one():
     with pytest.warns(UserWarning, match="dropout"):
         LSTMConfig(3, 4, dropout=0.5)  # one layer: torch warns too
     full = LSTMConfig(3, 4, num_layers=2, dropout=1.0)
-    out, (h_n, _) = jaxlstm.lstm(params, x, config=full, dropout_key=key)
+    out, _ = jaxlstm.lstm(params, x, config=full, dropout_key=key)
     # layer 1 sees only zeros, so its output is that of a zero input
     zero_in = jaxlstm.lstm(
         {k[:-1] + "0": v for k, v in params.items() if k.endswith("l1")},
@@ -177,5 +177,6 @@ def test_unbatched_input_gives_unbatched_output():
     out, (h_n, c_n) = model(x)
     assert out.shape == (6, 10) and h_n.shape == (4, 5) and c_n.shape == (4, 5)
     batched, (bh, bc) = model(x[:, None])
+    np.testing.assert_array_equal(c_n, bc[:, 0])
     np.testing.assert_array_equal(out, batched[:, 0])
     np.testing.assert_array_equal(h_n, bh[:, 0])

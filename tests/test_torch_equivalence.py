@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -145,17 +144,3 @@ def test_unbatched(kwargs, use_hx):
     with precision("float32"):
         _compare(kwargs, use_hx, False, "float32", unbatched=True)
 
-
-def test_seed_tutorial_shapes():
-    """The 3-layer LSTM of the tutorials with random (h0, c0), batch_first (seed 002)."""
-    module = torch.nn.LSTM(12, 10, 3, batch_first=True)
-    model = jaxlstm.from_torch(module)
-    x = torch.rand(2, 4, 12)
-    hx = (torch.rand(3, 2, 10), torch.rand(3, 2, 10))
-    t_out, (t_h, t_c) = module(x, hx)
-    out, (h_n, c_n) = model(x.numpy(), (hx[0].numpy(), hx[1].numpy()))
-    assert out.shape == (2, 4, 10) and h_n.shape == (3, 2, 10) and c_n.shape == (3, 2, 10)
-    assert_close(out, t_out.detach().numpy())
-    assert_close(h_n, t_h.detach().numpy())
-    assert_close(c_n, t_c.detach().numpy())
-    assert jnp.array_equal(out[:, -1], h_n[-1])
