@@ -246,7 +246,8 @@ def from_flax(module: Any, variables: Any = None, *, rngs: Any = None) -> Any:
         module: the Flax module, or a list of them (one per layer).
         variables: for linen, the module's variables (`{"params": ...}` or the params
             subtree), or a list of them matching `module`; None for nnx.
-        rngs: `nnx.Rngs` for the new module (default `nnx.Rngs(0)`).
+        rngs: accepted for symmetry with `from_torch` and unused: the weights come from the
+            source, Flax's LSTMs have no dropout, so no random numbers are drawn.
 
     Returns:
         `jaxlstm.LSTM` with `num_layers = len(layers)`, `bidirectional` for `Bidirectional`
@@ -266,10 +267,9 @@ def from_flax(module: Any, variables: Any = None, *, rngs: Any = None) -> Any:
     """
     from flax import nnx
 
-    from jaxlstm.nnx import LSTM, LSTMCell
-    from jaxlstm.torch_io import load_torch_state_dict
+    from jaxlstm.nnx import LSTMCell
 
-    rngs = nnx.Rngs(0) if rngs is None else rngs
+    del rngs  # no random numbers are needed: see the docstring
     if _is_cell(module):
         linen = _is_linen(module)
         _check_cell(module, "module")
@@ -279,12 +279,8 @@ def from_flax(module: Any, variables: Any = None, *, rngs: Any = None) -> Any:
             raise TypeError("variables must be None for a flax.nnx module, which holds its parameters")
         tree = (variables.get("params", variables)) if linen else nnx.to_pure_dict(nnx.state(module, nnx.Param))
         sd = cell_from_flax(tree)
-        cell = LSTMCell(
-            sd["weight_ih"].shape[1], sd["weight_hh"].shape[1], dtype=module.dtype,
-            param_dtype=sd["weight_ih"].dtype, rngs=rngs,
-        )
-        load_torch_state_dict(cell, sd)
-        return cell
+        in_size, hidden = sd["weight_ih"].shape[1], sd["weight_hh"].shape[1]
+        return _loaded(lambda: LSTMCell(in_size, hidden, dtype=module.dtype, param_dtype=sd["weight_ih"].dtype, rngs=nnx.Rngs(0)), sd)
 
     modules = list(module) if isinstance(module, (list, tuple)) else [module]
     if not modules:
@@ -327,13 +323,46 @@ def from_flax(module: Any, variables: Any = None, *, rngs: Any = None) -> Any:
         for d, tree in enumerate(layer.trees):
             cell_sd = cell_from_flax(tree)
             state_dict |= {name: cell_sd[role] for role, name in param_names(config, k, d).items()}
-    model = LSTM(
-        config.input_size, config.hidden_size, config.num_layers, batch_first=config.batch_first,
-        bidirectional=config.bidirectional, dtype=layers[0].cells[0].dtype,
-        param_dtype=cells[0]["weight_ih"].dtype, rngs=rngs,
-    )
-    load_torch_state_dict(model, state_dict)
+    return new_lstm(config, state_dict, dtype=layers[0].cells[0].dtype)
+
+
+def _loaded(make: Any, state_dict: Mapping[str, np.ndarray]) -> Any:
+    """`make()`'s jaxlstm module holding `state_dict`, without drawing its random weights.
+
+    The module is built abstractly (`nnx.eval_shape`) and every parameter then set, which
+    skips compiling and running torch's random init for weights that would be overwritten.
+    """
+    from flax import nnx
+
+    from jaxlstm.torch_io import load_torch_state_dict
+
+    model = nnx.eval_shape(make)
+    load_torch_state_dict(model, state_dict, strict=True)  # sets every parameter or raises
     return model
+
+
+def new_lstm(config: LSTMConfig, state_dict: Mapping[str, np.ndarray], *, dtype: Any = None) -> Any:
+    """A `jaxlstm.LSTM` of `config` (dropout 0) holding `state_dict`, `param_dtype` its dtype.
+
+    Raises:
+        ValueError: the state_dict's keys or shapes do not match `config`.
+    """
+    from flax import nnx
+
+    from jaxlstm.nnx import LSTM
+
+    if config.dropout > 0:
+        raise ValueError(f"new_lstm builds modules without dropout, got dropout={config.dropout}")
+    param_dtype = next(iter(state_dict.values())).dtype
+
+    def make() -> LSTM:
+        return LSTM(
+            config.input_size, config.hidden_size, config.num_layers, bias=config.bias,
+            batch_first=config.batch_first, bidirectional=config.bidirectional,
+            proj_size=config.proj_size, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0),
+        )
+
+    return _loaded(make, state_dict)
 
 
 def _source_params(model: Any, batch_first: bool | None) -> tuple[dict[str, np.ndarray], LSTMConfig | None, Any]:

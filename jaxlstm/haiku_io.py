@@ -136,7 +136,8 @@ def from_haiku(
         hidden_size: H, to pick the LSTMs among other `.../linear` modules.
         batch_first: the layout of the returned module (Haiku's `dynamic_unroll` is
             time-major by default).
-        rngs: `nnx.Rngs` for the new module (default `nnx.Rngs(0)`).
+        rngs: accepted for symmetry with `from_torch` and unused: the weights come from
+            `params` and Haiku's LSTMs have no dropout, so no random numbers are drawn.
 
     Returns:
         `jaxlstm.LSTM` with one layer per `hk.LSTM`. Translate Haiku states with
@@ -149,18 +150,13 @@ def from_haiku(
         >>> params = hk.transform(f).init(key, x)  # doctest: +SKIP
         >>> lstm = jaxlstm.from_haiku(params)  # doctest: +SKIP
     """
-    from flax import nnx
+    import dataclasses
 
-    from jaxlstm.nnx import LSTM
-    from jaxlstm.torch_io import load_torch_state_dict
+    from jaxlstm.flax_io import new_lstm
 
+    del rngs  # no random numbers are needed: see the docstring
     state_dict, config = haiku_to_torch(params, hidden_size=hidden_size)
-    model = LSTM(
-        config.input_size, config.hidden_size, config.num_layers, batch_first=batch_first,
-        param_dtype=state_dict["weight_ih_l0"].dtype, rngs=nnx.Rngs(0) if rngs is None else rngs,
-    )
-    load_torch_state_dict(model, state_dict)
-    return model
+    return new_lstm(dataclasses.replace(config, batch_first=batch_first), state_dict)
 
 
 def torch_to_haiku(

@@ -95,15 +95,17 @@ def test_reads_nested_orbax_pytrees_with_prefix(tmp_path):
 
 
 def test_module_entry_point_prints_config(tmp_path):
-    torch.save(_torch_lstm_state_dict(), tmp_path / "a.pt")
+    # safetensors -> orbax: the command needs neither torch nor anything but the package.
+    write_safetensors(tmp_path / "a.safetensors", {k: v.numpy() for k, v in _torch_lstm_state_dict().items()})
     result = subprocess.run(
-        [sys.executable, "-m", "jaxlstm.convert", str(tmp_path / "a.pt"), str(tmp_path / "a.safetensors"), "--batch-first"],
+        [sys.executable, "-m", "jaxlstm.convert", str(tmp_path / "a.safetensors"), str(tmp_path / "ckpt"), "--batch-first"],
         capture_output=True, text=True, check=False, cwd=os.path.dirname(os.path.dirname(__file__)),
     )
     assert result.returncode == 0, result.stderr
     assert "LSTMConfig(input_size=3, hidden_size=5, num_layers=1" in result.stdout
     assert "batch_first=True" in result.stdout
-    assert os.path.isfile(tmp_path / "a.safetensors")
+    assert "wrote orbax" in result.stdout
+    assert read_lstm_weights(tmp_path / "ckpt")[1].batch_first is True
 
 
 def _bad_files(tmp_path):

@@ -10,8 +10,10 @@ import pytest
 from flax import nnx
 
 import jaxlstm
+from jaxlstm.config import LSTMConfig
 from jaxlstm.flax_io import cell_from_flax, cell_to_flax, hx_from_flax, hx_to_flax, to_flax
-from tests.conftest import assert_close
+from tests.conftest import assert_close, precision
+from tests.interop_helpers import random_lstm, random_params
 
 IN, H, T, B = 3, 5, 6, 4
 LENGTHS = np.array([6, 2, 5, 1])
@@ -85,25 +87,35 @@ def test_from_flax_linen_matches_flax(case, seq):
     assert_close(c_n, want_c, "float32", "c_n")
 
 
-def test_from_flax_linen_float64_stack_of_layers(dtype):
-    """A list of Bidirectional layers (time-major) becomes num_layers, in float32 and float64."""
-    jdtype = jnp.dtype(dtype)
-    layers = [
-        nn.Bidirectional(
-            nn.RNN(nn.LSTMCell(H, param_dtype=jdtype)), nn.RNN(nn.LSTMCell(H, param_dtype=jdtype)), time_major=True
-        )
-        for _ in range(2)
-    ]
-    x = _x(True, dtype=jdtype)
+def test_from_flax_linen_stack_of_layers():
+    """A list of Bidirectional layers (time-major) becomes num_layers."""
+    layers = [nn.Bidirectional(nn.RNN(nn.LSTMCell(H)), nn.RNN(nn.LSTMCell(H)), time_major=True) for _ in range(2)]
+    x = _x(True)
     variables, inputs = [], x
     for k, layer in enumerate(layers):
         variables.append(_randomize(layer.init(jax.random.key(k), inputs), seed=10 + k))
         inputs = layer.apply(variables[-1], inputs)
     model = jaxlstm.from_flax(layers, variables)
     assert (model.num_layers, model.bidirectional, model.batch_first) == (2, True, False)
-    assert model.params["weight_ih_l1"].dtype == jdtype
     got, _ = model(x)
-    assert_close(got, inputs, dtype, "out")
+    assert_close(got, inputs, "float32", "out")
+
+
+def test_from_flax_float64_is_exact_to_1e10():
+    """In float64 the only differences are summation order: 1e-10 abs/rel."""
+    with precision("float64"):
+        rnn = nn.RNN(nn.OptimizedLSTMCell(H, param_dtype=jnp.float64))
+        x = _x(False, dtype=jnp.float64)
+        variables = _randomize(rnn.init(jax.random.key(0), x), seed=2)
+        carry0 = _carry(1, dtype=jnp.float64)
+        carry, want = rnn.apply(variables, x, initial_carry=carry0, seq_lengths=jnp.asarray(LENGTHS), return_carry=True)
+        model = jaxlstm.from_flax(rnn, variables)
+        assert model.params["weight_ih_l0"].dtype == jnp.float64
+        got, (h_n, c_n) = model(x, hx_from_flax(carry0), seq_lengths=jnp.asarray(LENGTHS))
+        want_h, want_c = hx_from_flax(carry)
+        assert_close(got, _valid(want, False, LENGTHS), "float64", "out")
+        assert_close(h_n, want_h, "float64", "h_n")
+        assert_close(c_n, want_c, "float64", "c_n")
 
 
 NNX_CASES = {
@@ -182,7 +194,7 @@ def test_cell_layout_round_trip_is_exact():
     [("linen", "LSTMCell"), ("linen", "OptimizedLSTMCell"), ("nnx", "LSTMCell"), ("nnx", "OptimizedLSTMCell")],
 )
 def test_to_flax_runs_like_jaxlstm_and_round_trips(api, cell):
-    model = jaxlstm.LSTM(IN, H, num_layers=2, bidirectional=True, batch_first=True, rngs=nnx.Rngs(1))
+    model = random_lstm(LSTMConfig(IN, H, num_layers=2, bidirectional=True, batch_first=True), 1)
     x = _x(False)
     hx = (jnp.full((4, B, H), 0.3), jnp.full((4, B, H), -0.2))
     want, (want_h, want_c) = model(x, hx)
@@ -234,33 +246,41 @@ def test_to_flax_cells_no_bias_and_state_dict_input():
 
 def test_flax_errors_say_what_cannot_be_held():
     with pytest.raises(ValueError, match="no projection"):
-        to_flax(jaxlstm.LSTM(IN, H, proj_size=2, rngs=nnx.Rngs(0)))
+        to_flax(random_lstm(LSTMConfig(IN, H, proj_size=2), 0))
     with pytest.raises(ValueError, match="api"):
-        to_flax(jaxlstm.LSTM(IN, H, rngs=nnx.Rngs(0)), api="haiku")
+        to_flax(random_lstm(LSTMConfig(IN, H)), api="haiku")
     with pytest.raises(ValueError, match="contradicts"):
-        to_flax(jaxlstm.LSTM(IN, H, rngs=nnx.Rngs(0)), batch_first=True)
-    x = _x(False)
-    rev = nn.RNN(nn.LSTMCell(H), reverse=True)
+        to_flax(random_lstm(LSTMConfig(IN, H)), batch_first=True)
+    # The checks happen before any parameter is read: no variables needed.
     with pytest.raises(ValueError, match="backward-only"):
-        jaxlstm.from_flax(rev, rev.init(jax.random.key(0), x))
-    gru = nn.RNN(nn.GRUCell(H))
+        jaxlstm.from_flax(nn.RNN(nn.LSTMCell(H), reverse=True), {})
     with pytest.raises(TypeError, match="GRUCell"):
-        jaxlstm.from_flax(gru, gru.init(jax.random.key(0), x))
-    relu = nnx.RNN(nnx.LSTMCell(IN, H, gate_fn=jax.nn.hard_sigmoid, rngs=nnx.Rngs(0)))
+        jaxlstm.from_flax(nn.RNN(nn.GRUCell(H)), {})
     with pytest.raises(ValueError, match="sigmoid and tanh"):
-        jaxlstm.from_flax(relu)
-    summed = nnx.Bidirectional(
-        nnx.RNN(nnx.LSTMCell(IN, H, rngs=nnx.Rngs(0))), nnx.RNN(nnx.LSTMCell(IN, H, rngs=nnx.Rngs(0))),
-        merge_fn=lambda a, b: a + b,
-    )
+        jaxlstm.from_flax(nn.RNN(nn.LSTMCell(H, gate_fn=jax.nn.hard_sigmoid)), {})
+    summed = nn.Bidirectional(nn.RNN(nn.LSTMCell(H)), nn.RNN(nn.LSTMCell(H)), merge_fn=lambda a, b: a + b)
     with pytest.raises(ValueError, match="concatenates"):
-        jaxlstm.from_flax(summed)
+        jaxlstm.from_flax(summed, {})
     with pytest.raises(TypeError, match="variables are required"):
         jaxlstm.from_flax(nn.RNN(nn.LSTMCell(H)))
+    with pytest.raises(TypeError, match="variables must be None"):
+        jaxlstm.from_flax(nnx.RNN(nnx.LSTMCell(IN, H, rngs=nnx.Rngs(0)), reverse=True), {})
+    with pytest.raises(ValueError, match="backward-only"):
+        jaxlstm.from_flax(nnx.RNN(nnx.LSTMCell(IN, H, rngs=nnx.Rngs(0)), reverse=True))
+
+    def layer(in_size, hidden):
+        cell = {k[:-3]: v for k, v in random_params(LSTMConfig(in_size, hidden)).items()}
+        return nn.RNN(nn.LSTMCell(hidden)), {"params": {"cell": cell_to_flax(cell)}}
+
+    (m0, v0), (m1, v1), (m2, v2) = layer(IN, H), layer(H, H + 1), layer(IN, H)
     with pytest.raises(ValueError, match="same hidden size"):
-        jaxlstm.from_flax([nnx.RNN(nnx.LSTMCell(IN, H, rngs=nnx.Rngs(0))), nnx.RNN(nnx.LSTMCell(H, H + 1, rngs=nnx.Rngs(0)))])
-    with pytest.raises(ValueError, match="weight_ih_l1"):  # layer 1 must take layer 0's H features
-        jaxlstm.from_flax([nnx.RNN(nnx.LSTMCell(IN, H, rngs=nnx.Rngs(0))), nnx.RNN(nnx.LSTMCell(IN, H, rngs=nnx.Rngs(0)))])
+        jaxlstm.from_flax([m0, m1], [v0, v1])
+    with pytest.raises(ValueError, match=r"weight_ih_l1: expected \(20, 5\), got \(20, 3\)"):
+        jaxlstm.from_flax([m0, m2], [v0, v2])  # layer 1 must take layer 0's H features
+    with pytest.raises(ValueError, match="one entry per module"):
+        jaxlstm.from_flax([m0, m2], [v0])
+    with pytest.raises(ValueError, match="no entry"):
+        jaxlstm.from_flax(m0, {"params": {"rnn": {}}})
 
 
 # ---------------------------------------------------------------------------------------- Haiku
@@ -274,9 +294,16 @@ def _haiku_unroll(hk, layers, x, state):
     return hk.without_apply_rng(hk.transform(f))
 
 
-@pytest.mark.parametrize("layers", [1, 3], ids=["hk.LSTM", "hk.DeepRNN"])
+@pytest.mark.parametrize(
+    ("layers", "dtype"), [(1, "float64"), (3, "float32")], ids=["hk.LSTM-float64", "hk.DeepRNN-float32"]
+)
 def test_from_haiku_matches_haiku(layers, dtype):
     hk = pytest.importorskip("haiku")
+    with precision(dtype):
+        _check_from_haiku(hk, layers, dtype)
+
+
+def _check_from_haiku(hk, layers, dtype):
     jdtype = jnp.dtype(dtype)
     x = _x(True, dtype=jdtype)
     rng = np.random.default_rng(4)
@@ -298,7 +325,7 @@ def test_from_haiku_matches_haiku(layers, dtype):
 
 def test_to_haiku_runs_like_jaxlstm_and_picks_lstms_among_other_linears():
     hk = pytest.importorskip("haiku")
-    model = jaxlstm.LSTM(IN, H, num_layers=2, rngs=nnx.Rngs(2))
+    model = random_lstm(LSTMConfig(IN, H, num_layers=2), 2)
     x = _x(True)
     want, (want_h, want_c) = model(x)
     params = jaxlstm.to_haiku(model)
@@ -323,9 +350,9 @@ def test_to_haiku_runs_like_jaxlstm_and_picks_lstms_among_other_linears():
 
 def test_haiku_errors_say_what_cannot_be_held():
     with pytest.raises(ValueError, match="bidirectional"):
-        jaxlstm.to_haiku(jaxlstm.LSTM(IN, H, bidirectional=True, rngs=nnx.Rngs(0)))
+        jaxlstm.to_haiku(random_lstm(LSTMConfig(IN, H, bidirectional=True), 0))
     with pytest.raises(ValueError, match="no projection"):
-        jaxlstm.to_haiku(jaxlstm.LSTM(IN, H, proj_size=2, rngs=nnx.Rngs(0)))
+        jaxlstm.to_haiku(random_lstm(LSTMConfig(IN, H, proj_size=2), 0))
     with pytest.raises(ValueError, match=r"no hk\.LSTM parameters"):
         jaxlstm.from_haiku({"linear": {"w": np.zeros((3, 8)), "b": np.zeros(8)}})
     skip = {
@@ -335,7 +362,7 @@ def test_haiku_errors_say_what_cannot_be_held():
     with pytest.raises(ValueError, match="skip connections"):
         jaxlstm.from_haiku(skip)
     # No bias: exported as Haiku's b = -1 on the forget block, which hk.LSTM's +1 cancels.
-    params = jaxlstm.to_haiku(jaxlstm.LSTM(IN, H, bias=False, rngs=nnx.Rngs(0)))
+    params = jaxlstm.to_haiku(random_lstm(LSTMConfig(IN, H, bias=False), 0))
     b = np.asarray(params["lstm/linear"]["b"])
     np.testing.assert_array_equal(b[2 * H : 3 * H], -np.ones(H))
     np.testing.assert_array_equal(np.delete(b, np.s_[2 * H : 3 * H]), np.zeros(3 * H))

@@ -13,6 +13,7 @@ import jaxlstm
 import jaxlstm.linen as jl
 from jaxlstm.torch_io import write_safetensors
 from tests.conftest import assert_close
+from tests.interop_helpers import random_lstm
 
 CONFIGS = {
     "uni": dict(),
@@ -57,7 +58,7 @@ def test_linen_params_have_torch_names_and_init_bounds(name):
 )
 def test_linen_and_nnx_give_identical_outputs(name, seq):
     cfg = CONFIGS[name]
-    nnx_model = jaxlstm.LSTM(IN, H, **cfg, rngs=nnx.Rngs(3))
+    nnx_model = random_lstm(jaxlstm.LSTMConfig(IN, H, **cfg), 3)
     x, hx = _input(cfg), _hx(cfg)
     lengths = jnp.array([6, 1, 4, 3]) if seq else None
     linen_model = jl.LSTM(H, **cfg)
@@ -70,7 +71,7 @@ def test_linen_and_nnx_give_identical_outputs(name, seq):
 
 
 def test_linen_unbatched_and_jit_match_nnx():
-    nnx_model = jaxlstm.LSTM(IN, H, num_layers=2, rngs=nnx.Rngs(0))
+    nnx_model = random_lstm(jaxlstm.LSTMConfig(IN, H, 2), 0)
     variables = {"params": nnx_model.params}
     x = _input({})[:, 0]
     got = jax.jit(jl.LSTM(H, 2).apply)(variables, x)
