@@ -31,7 +31,15 @@ import numpy as np
 from jaxlstm.config import LSTMConfig, param_names
 from jaxlstm.torch_io import to_numpy
 
-__all__ = ["cell_from_flax", "cell_to_flax", "from_flax", "hx_from_flax", "hx_to_flax", "to_flax"]
+__all__ = [
+    "cell_from_flax",
+    "cell_to_flax",
+    "from_flax",
+    "hx_from_flax",
+    "hx_to_flax",
+    "new_lstm",
+    "to_flax",
+]
 
 _GATES = ("i", "f", "g", "o")
 _PER_GATE_KEYS = ("ii", "if", "ig", "io", "hi", "hf", "hg", "ho")
@@ -240,7 +248,8 @@ def from_flax(module: Any, variables: Any = None, *, rngs: Any = None) -> Any:
     `param_dtype` the weights'. Flax's bias becomes `bias_hh`, `bias_ih` is zero.
 
     Flax does not zero `RNN` outputs past `seq_lengths` where jaxlstm (like torch) does; the
-    valid steps and the final states agree. Translate carries with `hx_from_flax`.
+    valid steps and the final states agree. Translate carries with `hx_from_flax`; a
+    non-zero `carry_init` of the source is not carried over (pass the initial state as `hx`).
 
     Args:
         module: the Flax module, or a list of them (one per layer).
