@@ -2,7 +2,7 @@
 
 Formats, chosen by the path:
 
-- `.pt` / `.pth`: a torch `state_dict` (read with `torch.load(weights_only=True)`).
+- `.pt` / `.pth` / `.bin`: a torch `state_dict` (read with `torch.load(weights_only=True)`).
 - `.safetensors`: a safetensors file (read and written without torch).
 - a directory (existing, or any other path, e.g. `lstm_ckpt`): an orbax
   checkpoint directory with the items `params` (`{torch name: array}`) and `config` (the
@@ -35,10 +35,10 @@ from jaxlstm.torch_io import match_state_dict, read_state_dict, to_numpy, write_
 
 __all__ = ["convert", "detect_format", "main", "read_lstm_weights", "write_lstm_weights"]
 
-_TORCH_SUFFIXES = (".pt", ".pth")
+_TORCH_SUFFIXES = (".pt", ".pth", ".bin")  # .bin: e.g. pytorch_model.bin
 _CONFIG_FORMAT = "jaxlstm.LSTMConfig"
 # Suffixes of single-file formats this command does not handle: an error, not a directory name.
-_FILE_SUFFIXES = (".npz", ".npy", ".bin", ".h5", ".hdf5", ".msgpack", ".pkl", ".pickle", ".json", ".onnx", ".gguf")
+_FILE_SUFFIXES = (".npz", ".npy", ".h5", ".hdf5", ".msgpack", ".pkl", ".pickle", ".json", ".onnx", ".gguf")
 
 
 def detect_format(path: str | os.PathLike) -> str:
@@ -57,7 +57,7 @@ def detect_format(path: str | os.PathLike) -> str:
     if os.path.isdir(path) or suffix not in _FILE_SUFFIXES:
         return "orbax"
     raise ValueError(
-        f"cannot tell the format of {path!r} from its suffix {suffix!r}: expected .pt/.pth (torch), "
+        f"cannot tell the format of {path!r} from its suffix {suffix!r}: expected .pt/.pth/.bin (torch), "
         ".safetensors, or a directory (orbax checkpoint)"
     )
 
@@ -239,8 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Convert torch nn.LSTM weights between .pt/.pth, .safetensors and an orbax "
         "checkpoint directory, inferring the configuration from the weights.",
     )
-    parser.add_argument("src", help="source: .pt/.pth, .safetensors, or an orbax checkpoint directory")
-    parser.add_argument("dst", help="destination: .pt/.pth, .safetensors, or a new directory (orbax)")
+    parser.add_argument("src", help="source: .pt/.pth/.bin, .safetensors, or an orbax checkpoint directory")
+    parser.add_argument("dst", help="destination: .pt/.pth/.bin, .safetensors, or a new directory (orbax)")
     parser.add_argument("--prefix", default="", help="key prefix of the LSTM in SRC, e.g. 'lstm.' (stripped)")
     parser.add_argument(
         "--batch-first", action="store_true", default=None, help="record batch_first=True in the configuration"

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlstm.config import LSTMConfig, param_names
+from jaxlstm.config import LSTMConfig, param_names, require_positive_int
 from jaxlstm.torch_io import to_numpy
 
 __all__ = ["from_haiku", "haiku_to_torch", "hx_from_haiku", "to_haiku", "torch_to_haiku"]
@@ -87,6 +87,7 @@ def haiku_to_torch(params: Mapping[str, Any], *, hidden_size: int | None = None)
         `(state_dict, config)`: `{torch name: np.ndarray}` and the time-major config.
 
     Raises:
+        TypeError: `params` is not a dict, `hidden_size` not an int.
         ValueError: no (or ambiguous) LSTM parameters, or a layer's input size is not H
             (`hk.deep_rnn_with_skip_connections` has no torch counterpart).
 
@@ -96,6 +97,10 @@ def haiku_to_torch(params: Mapping[str, Any], *, hidden_size: int | None = None)
         >>> cfg.input_size, cfg.hidden_size, float(sd["bias_ih_l0"][2])
         (3, 2, 1.0)
     """
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params must be a Haiku parameter dict, got {type(params).__name__}")
+    if hidden_size is not None:
+        require_positive_int("hidden_size", hidden_size)
     linears = _lstm_linears(params, hidden_size)
     hidden = linears[0][1].shape[1] // 4
     input_size = linears[0][1].shape[0] - hidden

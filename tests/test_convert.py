@@ -155,6 +155,6 @@ def test_force_overwrites_and_detect_format(tmp_path):
     (tmp_path / "b.safetensors").write_bytes(b"old")
     assert main([str(tmp_path / "a.pt"), str(tmp_path / "b.safetensors"), "--force"]) == 0
     assert set(read_safetensors(tmp_path / "b.safetensors")) == {"weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"}
-    assert [detect_format(p) for p in ("m.PT", "m.pth", "m.safetensors", "ckpt", "run/step_100", "m.v2")] == [
-        "torch", "torch", "safetensors", "orbax", "orbax", "orbax",
+    assert [detect_format(p) for p in ("m.PT", "m.pth", "pytorch_model.bin", "m.safetensors", "ckpt", "run/step_100", "m.v2")] == [
+        "torch", "torch", "torch", "safetensors", "orbax", "orbax", "orbax",
     ]

@@ -357,6 +357,10 @@ def test_haiku_errors_say_what_cannot_be_held():
         jaxlstm.to_haiku(random_lstm(LSTMConfig(IN, H, bidirectional=True), 0))
     with pytest.raises(ValueError, match="no projection"):
         jaxlstm.to_haiku(random_lstm(LSTMConfig(IN, H, proj_size=2), 0))
+    with pytest.raises(TypeError, match="params must be a Haiku parameter dict"):
+        jaxlstm.from_haiku([np.zeros((8, 20))])
+    with pytest.raises(ValueError, match="hidden_size"):
+        jaxlstm.from_haiku({}, hidden_size=0)
     with pytest.raises(ValueError, match=r"no hk\.LSTM parameters"):
         jaxlstm.from_haiku({"linear": {"w": np.zeros((3, 8)), "b": np.zeros(8)}})
     skip = {
