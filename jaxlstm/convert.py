@@ -85,6 +85,8 @@ def _read_orbax(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any] | None
             + ("" if os.path.exists(path) else " (it does not exist)")
         )
     path = os.path.abspath(path)
+    if not os.path.isdir(os.path.join(path, "params")) and not os.path.isfile(os.path.join(path, "_METADATA")):
+        path = _single_pytree_item(path)
     try:
         if os.path.isdir(os.path.join(path, "params")):
             items: dict[str, Any] = {"params": ocp.args.StandardRestore()}
@@ -100,6 +102,22 @@ def _read_orbax(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any] | None
         first = str(e).splitlines()[0] if str(e) else ""
         raise ValueError(f"{path!r} is not a readable orbax checkpoint ({type(e).__name__}: {first})") from e
     return {k: to_numpy(v) for k, v in _flatten(tree).items()}, config
+
+
+def _single_pytree_item(path: str) -> str:
+    """The one pytree item (e.g. a CheckpointManager step's `default/`) inside `path`."""
+    entries = sorted(os.listdir(path))
+    items = [e for e in entries if os.path.isfile(os.path.join(path, e, "_METADATA"))]
+    if len(items) == 1:
+        return os.path.join(path, items[0])
+    steps = [e for e in entries if e.isdigit() and os.path.isdir(os.path.join(path, e))]
+    if steps:
+        hint = f"it looks like a CheckpointManager directory: pass one step, e.g. {os.path.join(path, steps[-1])!r}"
+    elif items:
+        hint = f"it holds several pytree items {items}: pass one of them, e.g. {os.path.join(path, items[0])!r}"
+    else:
+        hint = f"no orbax pytree found (entries: {entries[:6]})"
+    raise ValueError(f"{path!r} is not a readable orbax checkpoint: {hint}")
 
 
 def _prefix_hint(state_dict: Mapping[str, Any], prefix: str) -> str:

@@ -310,7 +310,8 @@ def from_flax(module: Any, variables: Any = None, *, rngs: Any = None) -> Any:
             raise TypeError(f"{where}: all layers must be flax.linen or all flax.nnx, not a mix")
         layers.append(_linen_layer(m, var_list[k], where) if linen else _nnx_layer(m, where))
 
-    cells = [cell_from_flax(t) for layer in layers for t in layer.trees]
+    per_layer = [[cell_from_flax(t) for t in layer.trees] for layer in layers]
+    cells = [c for layer_cells in per_layer for c in layer_cells]
     hidden = cells[0]["weight_hh"].shape[1]
     for name, values in (
         ("hidden size", [c["weight_hh"].shape[1] for c in cells]),
@@ -328,9 +329,8 @@ def from_flax(module: Any, variables: Any = None, *, rngs: Any = None) -> Any:
         bidirectional=len(layers[0].cells) == 2,
     )
     state_dict = {}
-    for k, layer in enumerate(layers):
-        for d, tree in enumerate(layer.trees):
-            cell_sd = cell_from_flax(tree)
+    for k, layer_cells in enumerate(per_layer):
+        for d, cell_sd in enumerate(layer_cells):
             state_dict |= {name: cell_sd[role] for role, name in param_names(config, k, d).items()}
     return new_lstm(config, state_dict, dtype=layers[0].cells[0].dtype)
 

@@ -92,6 +92,14 @@ def test_reads_nested_orbax_pytrees_with_prefix(tmp_path):
     assert config == LSTMConfig(3, 5, bidirectional=True)
     for k in sd:
         np.testing.assert_array_equal(state[k].view(np.int32), sd[k].view(np.int32))
+    # A CheckpointManager step (one item, here "default") is read through; its root is explained.
+    with ocp.CheckpointManager(os.path.abspath(tmp_path / "runs")) as manager:
+        manager.save(7, args=ocp.args.StandardSave(sd))
+        manager.wait_until_finished()
+    state, _ = read_lstm_weights(tmp_path / "runs" / "7")
+    np.testing.assert_array_equal(state["weight_hh_l0_reverse"], sd["weight_hh_l0_reverse"])
+    with pytest.raises(ValueError, match="CheckpointManager directory: pass one step"):
+        read_lstm_weights(tmp_path / "runs")
 
 
 def test_module_entry_point_prints_config(tmp_path):
