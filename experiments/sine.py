@@ -156,7 +156,7 @@ def parser():
     p = training.base_parser(
         "python -m experiments.sine",
         __doc__.split("\n\n")[0],
-        steps=1200,
+        steps=2000,
         batch_size=32,
         hidden_size=32,
         num_layers=1,

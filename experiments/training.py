@@ -18,7 +18,7 @@ interrupted and resumed therefore ends with bitwise the same parameters as an un
 
 Why split/merge with `jax.jit` rather than `nnx.jit`: the train step is written as a pure
 function `(state, batch, carry) -> (state, carry, metrics)` over the pytree that
-`nnx.split((model, optimizer))` returns. (1) That pytree is exactly what orbax saves and
+`nnx.split` returns for the model and its optimizer (`split_train_state`). (1) That pytree is exactly what orbax saves and
 restores and what `jax.device_put` replicates over the mesh, so checkpointing and sharding need
 no conversions at the call site; (2) `nnx.jit` walks the Python object graph on every call,
 which costs more than a whole step of these small models on a CPU, while `jax.jit` over a
@@ -60,12 +60,14 @@ __all__ = [
     "parse_args",
     "write_json",
     "data_mesh",
+    "evaluate",
     "make_eval_step",
     "make_train_step",
     "named_leaves",
     "read_metrics",
     "replicate",
     "shard_batch",
+    "split_train_state",
     "train",
 ]
 
@@ -193,7 +195,9 @@ def check_common_args(args: argparse.Namespace) -> None:
     Raises:
         ValueError: a count is not positive, or --resume is given without --checkpoint-dir.
     """
-    for flag in ("steps", "hidden_size", "num_layers", "batch_size", "log_every", "save_every", "keep"):
+    if args.steps < 0:
+        raise ValueError(f"--steps must be >= 0 (0 only evaluates), got {args.steps}")
+    for flag in ("hidden_size", "num_layers", "batch_size", "log_every", "save_every", "keep"):
         value = getattr(args, flag)
         if value <= 0:
             raise ValueError(f"--{flag.replace('_', '-')} must be a positive integer, got {value}")
@@ -260,11 +264,13 @@ def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh, *, require_divisibl
 # --------------------------------------------------------------------------- pure steps
 
 
-def make_train_step(graphdef: Any, loss_fn: LossFn, state_sharding: Any = None) -> Callable:
+def make_train_step(graphdef: tuple[Any, Any], loss_fn: LossFn, state_sharding: Any = None) -> Callable:
     """The jitted train step `(state, batch, carry) -> (state, carry, metrics)`.
 
+    `state` is `{"model": nnx.State, "optimizer": nnx.State}` (see `split_train_state`).
+
     Args:
-        graphdef: from `nnx.split((model, optimizer))`.
+        graphdef: `(model graphdef, optimizer graphdef)` from `split_train_state`.
         loss_fn: `loss_fn(model, batch, carry) -> (loss, (metrics, new_carry))`; `carry` is
             any pytree threaded from step to step (None if unused).
         state_sharding: a sharding for the new state (e.g. replicated), or None.
@@ -274,14 +280,15 @@ def make_train_step(graphdef: Any, loss_fn: LossFn, state_sharding: Any = None) 
     """
 
     def train_step(state, batch, carry):
-        model, optimizer = nnx.merge(graphdef, state)
+        model = nnx.merge(graphdef[0], state["model"])
+        optimizer = nnx.merge(graphdef[1], state["optimizer"])
 
         def objective(model):
             return loss_fn(model, batch, carry)
 
         (loss, (metrics, new_carry)), grads = nnx.value_and_grad(objective, has_aux=True)(model)
         optimizer.update(model, grads)
-        new_state = nnx.split((model, optimizer))[1]
+        new_state = {"model": nnx.state(model), "optimizer": nnx.state(optimizer)}
         if state_sharding is not None:
             new_state = jax.lax.with_sharding_constraint(new_state, state_sharding)
         return new_state, new_carry, {"loss": loss, **metrics}
@@ -289,11 +296,32 @@ def make_train_step(graphdef: Any, loss_fn: LossFn, state_sharding: Any = None) 
     return jax.jit(train_step, donate_argnums=(0,))
 
 
+def split_train_state(model: Any, tx: optax.GradientTransformation) -> tuple[tuple[Any, Any], dict[str, Any]]:
+    """Creates the `nnx.Optimizer` and splits both into graph definitions and one state pytree.
+
+    Args:
+        model: the freshly built model.
+        tx: the optax transformation.
+
+    Returns:
+        `((model graphdef, optimizer graphdef), {"model": nnx.State, "optimizer": nnx.State})`.
+        The optimizer holds no reference to the model (flax >= 0.11), so the two split apart;
+        checkpoint names then read `model.lstm.weight_ih_l0`, `optimizer.opt_state.0.mu...`.
+    """
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    model_def, model_state = nnx.split(model)
+    opt_def, opt_state = nnx.split(optimizer)
+    return (model_def, opt_def), {"model": model_state, "optimizer": opt_state}
+
+
 def make_eval_step(graphdef: Any, eval_fn: Callable[[Any, Batch], Any]) -> Callable:
-    """The jitted eval step `(state, batch) -> eval_fn(model, batch)` with the model in eval mode."""
+    """The jitted eval step `(state, batch) -> eval_fn(model, batch)` with the model in eval mode.
+
+    `graphdef` and `state` come from `nnx.split(model)`.
+    """
 
     def eval_step(state, batch):
-        model, _ = nnx.merge(graphdef, state)
+        model = nnx.merge(graphdef, state)
         model.eval()
         return eval_fn(model, batch)
 
@@ -402,7 +430,11 @@ class Checkpoints:
             cleanup_tmp_directories=True,
         )
         try:
-            self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "config"))
+            self._manager = ocp.CheckpointManager(
+                self.directory,
+                options=options,
+                item_handlers={"state": ocp.StandardCheckpointHandler(), "config": ocp.JsonCheckpointHandler()},
+            )
         except Exception as e:  # orbax raises assorted types for an unreadable directory
             raise CheckpointError(f"cannot open --checkpoint-dir {self.directory!r}: {_first_line(e)}") from e
         if must_exist and self.latest_step() is None:
@@ -516,6 +548,19 @@ class Checkpoints:
             leaves.append(value)
         return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(template), leaves)
 
+    def read_arrays(self, step: int) -> dict[str, np.ndarray]:
+        """`{dotted name: np.ndarray}` saved as `step` (PRNG keys as their raw uint32 data).
+
+        Raises:
+            CheckpointError: the step cannot be read.
+        """
+        ocp = self._ocp
+        try:
+            restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+            return {k: np.asarray(v) for k, v in dict(restored["state"]).items()}
+        except Exception as e:
+            raise self._damaged(step, e) from e
+
     def _damaged(self, step: int, e: BaseException) -> CheckpointError:
         others = [s for s in self.all_steps() if s != step]
         hint = (
@@ -592,7 +637,7 @@ class TrainResult:
     Attributes:
         model: the trained model (an ordinary nnx.Module, on the mesh's devices).
         state: the final training state pytree (model and optimizer).
-        graphdef: its graph definition (for `make_eval_step`).
+        graphdef: `(model graphdef, optimizer graphdef)`, as `split_train_state` returns.
         mesh: the mesh the run used.
         start_step: the step the run started from (0, or the resumed checkpoint's step).
         end_step: the last completed step.
@@ -610,13 +655,28 @@ class TrainResult:
     history: list[dict[str, Any]]
 
     def evaluate(self, eval_fn: Callable[[Any, Batch], Any], batch: Mapping[str, np.ndarray]) -> Any:
-        """Runs `eval_fn(model, batch)` jitted, the batch sharded over the mesh when it splits evenly.
+        """`evaluate(self.model, eval_fn, batch, self.mesh)`."""
+        return evaluate(self.model, eval_fn, batch, self.mesh)
 
-        Returns:
-            The result as numpy arrays.
-        """
-        step = make_eval_step(self.graphdef, eval_fn)
-        return jax.device_get(step(self.state, shard_batch(batch, self.mesh, require_divisible=False)))
+
+def evaluate(
+    model: Any, eval_fn: Callable[[Any, Batch], Any], batch: Mapping[str, np.ndarray], mesh: Mesh | None = None
+) -> Any:
+    """Runs `eval_fn(model, batch)` jitted, in eval mode, the batch sharded when it splits evenly.
+
+    Args:
+        model: an nnx.Module (left unchanged).
+        eval_fn: `(model, batch) -> pytree of arrays`.
+        batch: `{name: [N, ...] np.ndarray}`.
+        mesh: the device mesh (default: every device).
+
+    Returns:
+        `eval_fn`'s result as numpy arrays.
+    """
+    mesh = data_mesh() if mesh is None else mesh
+    graphdef, state = nnx.split(model)
+    step = make_eval_step(graphdef, eval_fn)
+    return jax.device_get(step(replicate(state, mesh), shard_batch(batch, mesh, require_divisible=False)))
 
 
 def train(
@@ -663,8 +723,7 @@ def train(
     mesh = data_mesh() if mesh is None else mesh
     replicated = NamedSharding(mesh, P())
     model = task.make_model(nnx.Rngs(seed))
-    optimizer = nnx.Optimizer(model, task.tx, wrt=nnx.Param)
-    graphdef, state = nnx.split((model, optimizer))
+    graphdef, state = split_train_state(model, task.tx)
     carry = task.init_carry() if task.init_carry is not None else None
     config = json.loads(json.dumps(task.config))  # what the checkpoint will hold, normalised
 
@@ -675,8 +734,9 @@ def train(
         latest = checkpoints.latest_step()
         if resume:
             assert latest is not None  # Checkpoints(must_exist=True) guarantees it
-            restored = checkpoints.restore(latest, {"train": state, "carry": carry}, config, replicated)
-            state, carry, start = restored["train"], restored["carry"], latest
+            restored = checkpoints.restore(latest, {**state, "carry": carry}, config, replicated)
+            carry, start = restored.pop("carry"), latest
+            state = restored
         elif latest is not None:
             raise CheckpointError(
                 f"--checkpoint-dir {checkpoints.directory!r} already holds checkpoints "
@@ -719,7 +779,7 @@ def train(
                 flush()
             if checkpoints is not None and (done % save_every == 0 or done == steps):
                 flush()
-                checkpoints.save(done, {"train": state, "carry": carry}, config)
+                checkpoints.save(done, {**state, "carry": carry}, config)
         jax.block_until_ready(state)
         flush()
     finally:
@@ -729,7 +789,7 @@ def train(
         if checkpoints is not None:
             checkpoints.close()
     seconds = time.perf_counter() - t0
-    model, _ = nnx.merge(graphdef, state)
+    model = nnx.merge(graphdef[0], state["model"])
     return TrainResult(
         model=model,
         state=state,
