@@ -55,20 +55,20 @@ __all__ = [
     "base_parser",
     "check_common_args",
     "cosine_schedule",
-    "float_tree",
-    "param_count",
-    "parse_args",
-    "write_json",
     "data_mesh",
     "evaluate",
+    "float_tree",
     "make_eval_step",
     "make_train_step",
     "named_leaves",
+    "param_count",
+    "parse_args",
     "read_metrics",
     "replicate",
     "shard_batch",
     "split_train_state",
     "train",
+    "write_json",
 ]
 
 Array = jax.Array
@@ -517,7 +517,10 @@ class Checkpoints:
             saved_shapes = {k: (tuple(m.shape), np.dtype(m.dtype)) for k, m in dict(metadata).items()}
         except Exception as e:
             raise self._damaged(step, e) from e
-        wanted = {k: (tuple(np.shape(v)), np.dtype(_to_storable(v).dtype)) for k, v in named_template.items()}
+        wanted = {}
+        for k, v in named_template.items():
+            stored = _to_storable(v)
+            wanted[k] = (tuple(np.shape(stored)), np.dtype(stored.dtype))
         problems = []
         if missing := sorted(set(wanted) - set(saved_shapes)):
             problems.append(f"arrays this model has but the checkpoint lacks: {missing}")
@@ -594,7 +597,7 @@ def _open_metrics(out_dir: str, start_step: int) -> Any:
     """Opens metrics.jsonl for appending, keeping only lines of steps <= start_step."""
     os.makedirs(out_dir, exist_ok=True)
     kept = [r for r in read_metrics(out_dir) if r.get("step", 0) <= start_step] if start_step else []
-    f = open(os.path.join(out_dir, METRICS_FILE), "w")  # noqa: SIM115 - closed by train()
+    f = open(os.path.join(out_dir, METRICS_FILE), "w")
     for r in kept:
         f.write(json.dumps(r) + "\n")
     return f
