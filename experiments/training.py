@@ -168,8 +168,12 @@ def base_parser(
     d.add_argument(
         "--distributed",
         action="store_true",
-        help="call jax.distributed.initialize() first (multi-host runs; see the README)",
+        help="call jax.distributed.initialize() first, for a run over several processes/hosts; on "
+        "SLURM, Open MPI, Kubernetes or Cloud TPU the three flags below are detected automatically",
     )
+    d.add_argument("--coordinator-address", default=None, help="with --distributed: host:port of process 0")
+    d.add_argument("--num-processes", type=int, default=None, help="with --distributed: how many processes")
+    d.add_argument("--process-id", type=int, default=None, help="with --distributed: this process's index")
     return p
 
 
@@ -186,6 +190,15 @@ def parse_args(
         parser.set_defaults(**quick)
         args = parser.parse_args(argv)
     check_common_args(args)
+    if args.distributed:
+        # Before anything touches a device: every process then sees every host's devices.
+        # CPU processes need a collectives backend (GPU and TPU ignore this option).
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(
+            coordinator_address=args.coordinator_address,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+        )
     return args
 
 
@@ -207,8 +220,6 @@ def check_common_args(args: argparse.Namespace) -> None:
         raise ValueError("--resume needs --checkpoint-dir DIR to resume from, got no --checkpoint-dir")
     if args.stop_at is not None and not 0 < args.stop_at <= args.steps:
         raise ValueError(f"--stop-at must be in [1, --steps={args.steps}], got {args.stop_at}")
-    if args.distributed:
-        jax.distributed.initialize()
 
 
 # --------------------------------------------------------------------------- devices
@@ -314,10 +325,14 @@ def split_train_state(model: Any, tx: optax.GradientTransformation) -> tuple[tup
     return (model_def, opt_def), {"model": model_state, "optimizer": opt_state}
 
 
-def make_eval_step(graphdef: Any, eval_fn: Callable[[Any, Batch], Any]) -> Callable:
+def make_eval_step(graphdef: Any, eval_fn: Callable[[Any, Batch], Any], out_sharding: Any = None) -> Callable:
     """The jitted eval step `(state, batch) -> eval_fn(model, batch)` with the model in eval mode.
 
-    `graphdef` and `state` come from `nnx.split(model)`.
+    Args:
+        graphdef: from `nnx.split(model)` (the state argument is the matching state).
+        eval_fn: `(model, batch) -> pytree of arrays`.
+        out_sharding: the results' sharding, e.g. replicated so that every host can read them
+            (a result sharded over several hosts cannot be fetched with `jax.device_get`).
     """
 
     def eval_step(state, batch):
@@ -325,7 +340,7 @@ def make_eval_step(graphdef: Any, eval_fn: Callable[[Any, Batch], Any]) -> Calla
         model.eval()
         return eval_fn(model, batch)
 
-    return jax.jit(eval_step)
+    return jax.jit(eval_step) if out_sharding is None else jax.jit(eval_step, out_shardings=out_sharding)
 
 
 # --------------------------------------------------------------------------- names
@@ -678,7 +693,7 @@ def evaluate(
     """
     mesh = data_mesh() if mesh is None else mesh
     graphdef, state = nnx.split(model)
-    step = make_eval_step(graphdef, eval_fn)
+    step = make_eval_step(graphdef, eval_fn, NamedSharding(mesh, P()))
     return jax.device_get(step(replicate(state, mesh), shard_batch(batch, mesh, require_divisible=False)))
 
 

@@ -421,3 +421,33 @@ def test_counting_defaults_learn_the_task(tmp_path):
     print(f"counting defaults: test accuracy {m['test_accuracy']:.2%}, wall {wall:.1f} s")
     assert m["test_accuracy"] >= 0.97
     assert wall < 120, f"took {wall:.1f} s"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_run_matches_one_device(sine_quick, tmp_path):
+    """--distributed: 2 processes x 2 CPU devices (gloo) train like 1 device, and checkpoint together."""
+    port = _free_port()
+    env = subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    procs = []
+    for i in range(2):
+        cmd = [sys.executable, "-m", "experiments.sine", "--quick", "--no-progress", "--no-plots", "--distributed"]
+        cmd += ["--coordinator-address", f"localhost:{port}", "--num-processes", "2", "--process-id", str(i)]
+        cmd += ["--out-dir", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "ckpt")]
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    for p in procs:
+        output, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, output[-3000:]
+    with open(tmp_path / "out" / "metrics.json") as f:
+        assert json.load(f)["devices"] == 4
+    four = [r["loss"] for r in training.read_metrics(str(tmp_path / "out"))]
+    one = [r["loss"] for r in training.read_metrics(sine_quick["out"])]
+    np.testing.assert_allclose(four, one, rtol=2e-5, atol=1e-6)
+    assert training.Checkpoints(str(tmp_path / "ckpt"), must_exist=True).all_steps() == [4, 8, 12]
