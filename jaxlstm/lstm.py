@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxlstm._checks import check_floating, check_shape, is_concrete
 from jaxlstm.cell import state_dtype
@@ -100,7 +101,10 @@ def _check_seq_lengths(seq_lengths: Any, batch: int, steps: int, batched: bool) 
     elif lengths.shape not in ((), (1,)):
         raise ValueError(f"seq_lengths for unbatched input must be a scalar, got shape {lengths.shape}")
     if is_concrete(seq_lengths):
-        lo, hi = int(lengths.min()), int(lengths.max())
+        # Read the values with numpy: under jit even a constant becomes a tracer once it has
+        # gone through jnp (so `lengths.min()` could not be converted to an int).
+        values = np.asarray(seq_lengths)
+        lo, hi = int(values.min()), int(values.max())
         if lo < 1 or hi > steps:
             raise ValueError(
                 f"seq_lengths must be in [1, T={steps}], got values from {lo} to {hi}"
