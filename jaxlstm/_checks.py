@@ -27,7 +27,9 @@ def is_concrete(x: Any) -> bool:
     """True if the value of `x` is known now (not a tracer inside jit/grad/vmap)."""
     if isinstance(x, jax.core.Tracer):
         return False
-    return isinstance(x, (np.ndarray, np.generic, jax.Array, list, tuple, int))
+    if isinstance(x, (list, tuple)):
+        return all(is_concrete(item) for item in x)
+    return isinstance(x, (np.ndarray, np.generic, jax.Array, int))
 
 
 def split_state(hx: Any, name: str = "hx") -> tuple[jax.Array, jax.Array]:

@@ -88,7 +88,8 @@ def _check_seq_lengths(seq_lengths: Any, batch: int, steps: int, batched: bool) 
     elif lengths.shape not in ((), (1,)):
         raise ValueError(f"seq_lengths for unbatched input must be a scalar, got shape {lengths.shape}")
     if is_concrete(seq_lengths):
-        # numpy, not jnp: under jit, jnp ops on even a constant give tracers.
+        # Read the values with numpy: under jit even a constant becomes a tracer once it has
+        # gone through jnp (so `lengths.min()` could not be converted to an int).
         values = np.asarray(seq_lengths)
         lo, hi = int(values.min()), int(values.max())
         if lo < 1 or hi > steps:
