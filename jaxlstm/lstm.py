@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -24,6 +25,51 @@ __all__ = ["check_params", "init_params", "lstm"]
 Array = jax.Array
 
 
+def uniform_params(
+    key: Array, shapes: Mapping[str, tuple[int, ...]], hidden_size: int, dtype: Any = jnp.float32
+) -> dict[str, Array]:
+    """Torch's default initialisation of LSTMs and LSTM cells: every array U(-1/√H, 1/√H).
+
+    The arrays are consecutive pieces of one stream of U(-1, 1) numbers, scaled by 1/√H. The
+    stream is drawn in chunks of a fixed size by one compiled function, so building a model
+    compiles nothing new after the first: drawn eagerly, each array of a new shape compiled
+    its own random kernel, and building a model took seconds on a CPU. The values do not
+    depend on whether `key` is traced (e.g. under `nnx.eval_shape` or `jax.jit`).
+
+    Args:
+        key: a PRNG key.
+        shapes: `{name: shape}`, filled in this order.
+        hidden_size: H, which sets the bound.
+        dtype: the arrays' dtype (drawn in at least float32, then cast).
+
+    Returns:
+        `{name: array}` in the order of `shapes`.
+    """
+    draw = jnp.promote_types(dtype, jnp.float32)
+    sizes = [math.prod(shape) for shape in shapes.values()]
+    chunks = [_uniform_chunk(key, i, draw) for i in range(-(-sum(sizes) // _CHUNK))]
+    traced = isinstance(key, jax.core.Tracer)
+    # Concrete: slice and scale on the host (no compilation); traced: the same arithmetic in jnp.
+    xp = jnp if traced else np
+    stream = xp.concatenate([c if traced else np.asarray(c) for c in chunks] or [xp.zeros(0, draw)])
+    bound = xp.asarray(1.0 / math.sqrt(hidden_size), draw)
+    out, offset = {}, 0
+    for (name, shape), size in zip(shapes.items(), sizes, strict=True):
+        piece = (stream[offset : offset + size] * bound).reshape(shape)
+        out[name] = jnp.asarray(piece.astype(dtype))
+        offset += size
+    return out
+
+
+_CHUNK = 1 << 14  # numbers per compiled draw
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _uniform_chunk(key: Array, index: Array, dtype: Any) -> Array:
+    """U(-1, 1) numbers `[_CHUNK]`, the `index`-th chunk of `key`'s stream."""
+    return jax.random.uniform(jax.random.fold_in(key, index), (_CHUNK,), dtype, -1.0, 1.0)
+
+
 def init_params(key: Array, config: LSTMConfig, dtype: Any = jnp.float32) -> dict[str, Array]:
     """Torch's default initialisation: every parameter drawn from U(-1/√H, 1/√H).
 
@@ -40,13 +86,7 @@ def init_params(key: Array, config: LSTMConfig, dtype: Any = jnp.float32) -> dic
         >>> params["weight_ih_l0"].shape
         (20, 3)
     """
-    bound = 1.0 / math.sqrt(config.hidden_size)
-    shapes = config.param_shapes()
-    keys = jax.random.split(key, len(shapes))
-    return {
-        name: jax.random.uniform(k, shape, dtype, -bound, bound)
-        for k, (name, shape) in zip(keys, shapes.items(), strict=True)
-    }
+    return uniform_params(key, config.param_shapes(), config.hidden_size, dtype)
 
 
 def check_params(params: Mapping[str, Any], expected: Mapping[str, tuple[int, ...]], what: str = "params") -> None:

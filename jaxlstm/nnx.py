@@ -6,7 +6,6 @@ Each parameter is an `nnx.Param` attribute named exactly like the torch `state_d
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import jax
@@ -15,7 +14,7 @@ from flax import nnx
 
 from jaxlstm.cell import lstm_cell
 from jaxlstm.config import LSTMConfig, require_positive_int
-from jaxlstm.lstm import init_params, lstm
+from jaxlstm.lstm import init_params, lstm, uniform_params
 
 __all__ = ["LSTM", "LSTMCell"]
 
@@ -188,15 +187,7 @@ class LSTMCell(_TorchParams):
         self.bias = bias
         self.dtype = dtype
         self.param_dtype = param_dtype
-        bound = 1.0 / math.sqrt(hidden_size)
-        shapes = self.param_shapes()
-        keys = jax.random.split(rngs.params(), len(shapes))
-        self._init_params(
-            {
-                name: jax.random.uniform(k, shape, param_dtype, -bound, bound)
-                for k, (name, shape) in zip(keys, shapes.items(), strict=True)
-            }
-        )
+        self._init_params(uniform_params(rngs.params(), self.param_shapes(), hidden_size, param_dtype))
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         G = 4 * self.hidden_size

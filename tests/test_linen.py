@@ -175,7 +175,7 @@ def test_linen_load_torch_state_dict_matches_torch(name):
     assert result == ([], [])
     out, (h_n, c_n) = model.apply(variables, x, hx)
     with torch.no_grad():
-        t_out, (t_h, t_c) = t(torch.from_numpy(np.asarray(x)), tuple(torch.from_numpy(np.asarray(a)) for a in hx))
+        t_out, (t_h, t_c) = t(torch.from_numpy(np.array(x)), tuple(torch.from_numpy(np.array(a)) for a in hx))
     for got, want in ((out, t_out), (h_n, t_h), (c_n, t_c)):
         assert_close(got, want.numpy(), "float32")  # atol = rtol = 1e-5
     sd = jl.torch_state_dict(variables)
