@@ -306,7 +306,7 @@ def torch_state_dict(variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
         TypeError, ValueError: `variables` is not a jaxlstm.linen parameter tree.
     """
     params, _ = _split_variables(variables, "variables")
-    return {k: to_numpy(params[k]) for k in _torch_order(params)}
+    return {k: np.array(to_numpy(params[k])) for k in _torch_order(params)}  # writable copies, as torch.from_numpy wants
 
 
 def from_torch(module: Any) -> tuple[nn.Module, dict[str, Any]]:

@@ -180,6 +180,7 @@ def test_linen_load_torch_state_dict_matches_torch(name):
         assert_close(got, want.numpy(), "float32")  # atol = rtol = 1e-5
     sd = jl.torch_state_dict(variables)
     assert list(sd) == list(t.state_dict())
+    assert all(v.flags.writeable for v in sd.values())  # torch.from_numpy warns on read-only arrays
     for k, v in t.state_dict().items():
         np.testing.assert_array_equal(sd[k], v.numpy())
     t2 = torch.nn.LSTM(IN, H, **cfg)
