@@ -154,7 +154,7 @@ def test_nan_in_input_propagates_exactly_where_torch_does(with_lengths):
     problem.x[2, 1, 0] = np.nan  # a valid step of sequence 1
     expected = run_torch(problem)
     with precision("float32"):
-        actual = run_jax(problem)
+        actual = run_jax(problem, fast_compile=True)
     for name in ("out", "h_n", "c_n"):
         np.testing.assert_array_equal(np.isnan(actual[name]), np.isnan(expected[name]), err_msg=name)
         assert np.isnan(actual[name]).any(), f"NaN was masked away in {name}"
@@ -182,8 +182,8 @@ def test_padding_garbage_reaches_no_output_state_or_gradient(config, garbage):
         padded = padded.T
     dirty.x[padded] = garbage
     with precision("float32"):
-        want = run_jax(clean)
-        got = run_jax(dirty)
+        want = run_jax(clean, fast_compile=True)
+        got = run_jax(dirty, fast_compile=True)
     for name in want:
         assert np.isfinite(got[name]).all(), f"padding {garbage} leaked into {name}"
         # Padded inputs are never read, so the results are not just close but identical.
@@ -200,7 +200,7 @@ def test_unbatched_padding_garbage_is_ignored():
     dirty = make_problem(config, batch=None, steps=6, with_hx=True, seq_lengths=3, dtype="float32", seed=4)
     dirty.x[3:] = np.nan
     with precision("float32"):
-        want, got = run_jax(clean), run_jax(dirty)
+        want, got = run_jax(clean, fast_compile=True), run_jax(dirty, fast_compile=True)
     for name in want:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
 
@@ -208,8 +208,9 @@ def test_unbatched_padding_garbage_is_ignored():
 # --- bfloat16 ---------------------------------------------------------------------------------
 
 # bfloat16 keeps 8 significant bits (relative rounding 2^-9 ≈ 2e-3) in every matmul and in h;
-# over 2 layers × 16 steps the outputs (in [-1, 1]) stay within 3e-2 of float32's.
-BF16_TOLERANCE = 3e-2
+# the cell state stays float32, so the rounding does not accumulate along the sequence: over
+# 2 layers × 16 steps the outputs (in [-1, 1]) differ from float32's by ~3e-3 (measured).
+BF16_TOLERANCE = 1e-2
 
 
 def test_bfloat16_module_is_close_to_float32_and_keeps_the_cell_state_in_float32():
@@ -218,8 +219,9 @@ def test_bfloat16_module_is_close_to_float32_and_keeps_the_cell_state_in_float32
     low = jaxlstm.LSTM(6, 16, **kwargs, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(1), (4, 16, 6))
     lengths = jnp.array([16, 3, 9, 12])
-    out, (h_n, c_n) = ref(x, seq_lengths=lengths)
-    out16, (h16, c16) = low(x, seq_lengths=lengths)
+    run = nnx.jit(lambda model, x, lengths: model(x, seq_lengths=lengths))
+    out, (h_n, c_n) = run(ref, x, lengths)
+    out16, (h16, c16) = run(low, x, lengths)
     assert out16.dtype == jnp.bfloat16 and h16.dtype == jnp.bfloat16
     assert c16.dtype == jnp.float32, "the cell state must stay float32 under bf16 compute"
     for name, a, b in (("out", out16, out), ("h_n", h16, h_n), ("c_n", c16, c_n)):
@@ -237,12 +239,14 @@ def test_bfloat16_gradients_are_finite_and_close_to_float32():
         out, (_, c_n) = jaxlstm.lstm(params, x, config=config)
         return jnp.mean(out.astype(jnp.float32) ** 2) + jnp.mean(c_n**2)
 
-    g32 = jax.grad(loss)(params, x)
-    g16 = jax.grad(loss)(jax.tree.map(lambda p: p.astype(jnp.bfloat16), params), x.astype(jnp.bfloat16))
+    grad = jax.jit(jax.grad(loss))
+    g32 = grad(params, x)
+    g16 = grad(jax.tree.map(lambda p: p.astype(jnp.bfloat16), params), x.astype(jnp.bfloat16))
     for name in g32:
         assert g16[name].dtype == jnp.bfloat16
         a = np.asarray(g16[name].astype(jnp.float32))
         b = np.asarray(g32[name])
         assert np.isfinite(a).all(), name
+        print(f"bf16 grad {name}: max |bf16 - f32| / max |f32| = {np.max(np.abs(a - b)) / np.max(np.abs(b)):.3g}")
         # Gradients are ~1e-2; bf16 keeps ~2-3 significant digits of each.
         assert np.max(np.abs(a - b)) <= 0.05 * np.max(np.abs(b)) + 1e-4, name
