@@ -6,8 +6,6 @@ with the float32 / clean-padding run of jaxlstm itself, with the tolerance writt
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -63,9 +61,8 @@ EXTREME_CASES = {
 }
 
 
-@functools.cache
 def _extreme_run(case: str) -> tuple[dict, dict]:
-    """(torch, jaxlstm) outputs and gradients for one case of EXTREME_CASES, computed once."""
+    """(torch, jaxlstm) outputs and gradients for one case of EXTREME_CASES."""
     config = LSTMConfig(3, 6, num_layers=2, bidirectional=True, proj_size=4)
     problem = make_problem(
         config, batch=3, steps=12, with_hx=True, seq_lengths=[12, 5, 9], dtype="float32", seed=1,
@@ -75,6 +72,16 @@ def _extreme_run(case: str) -> tuple[dict, dict]:
     with precision("float32"):
         actual = run_jax(problem, fast_compile=True)
     return expected, actual
+
+
+SATURATED_TANH_BUG = (
+    "jax differentiates tanh(c) as g*(1-y) + g*(1-y)*y; with |c| ~ 1e30 (y = ±1) and a cotangent "
+    "~1e29 the two terms cancel only after the O(1) cotangent from c_{t+1} has been added to the "
+    "first and rounded away, so dL/dc_t loses it (identically in float32 and float64). Fix: a "
+    "custom_jvp tanh in jaxlstm/cell.py whose derivative is g * ((1 - y) * (1 + y))."
+)
+# Cases whose gradients are known to deviate from torch's (finite, but wrong): SATURATED_TANH_BUG.
+KNOWN_GRADIENT_BUGS = {"hx-1e30"}
 
 
 @pytest.mark.parametrize("case", EXTREME_CASES)
@@ -89,31 +96,15 @@ def test_extreme_magnitudes_stay_finite_where_torch_does(case):
         torch_finite = np.isfinite(expected[name])
         assert np.isfinite(actual[name][torch_finite]).all(), f"{name}: NaN/Inf where torch is finite"
         np.testing.assert_array_equal(np.isnan(actual[name]), np.isnan(expected[name]), err_msg=name)
-
-
-SATURATED_TANH_BUG = (
-    "jax differentiates tanh(c) as g*(1-y) + g*(1-y)*y; with |c| ~ 1e30 (y = ±1) and a cotangent "
-    "~1e29 the two terms cancel only after the O(1) cotangent from c_{t+1} has been added to the "
-    "first and rounded away, so dL/dc_t loses it (identically in float32 and float64). Fix: a "
-    "custom_jvp tanh in jaxlstm/cell.py whose derivative is g * ((1 - y) * (1 + y)); remove this "
-    "mark then."
-)
-
-
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(case, marks=pytest.mark.xfail(strict=True, reason=SATURATED_TANH_BUG))
-        if case == "hx-1e30"
-        else case
-        for case in EXTREME_CASES
-    ],
-)
-def test_extreme_magnitudes_gradients_match_torch(case):
-    expected, actual = _extreme_run(case)
-    for name in expected:
-        torch_finite = np.isfinite(expected[name])
-        assert deviation(actual[name][torch_finite], expected[name][torch_finite]) <= EXTREME_TOLERANCE, name
+    errors = {
+        name: deviation(actual[name][np.isfinite(expected[name])], expected[name][np.isfinite(expected[name])])
+        for name in expected
+    }
+    wrong = {name: f"{e:.3g}" for name, e in errors.items() if e > EXTREME_TOLERANCE}
+    if case in KNOWN_GRADIENT_BUGS:
+        assert wrong, f"{case}: the gradients match torch now; remove it from KNOWN_GRADIENT_BUGS"
+        pytest.xfail(f"gradients deviate {wrong}: {SATURATED_TANH_BUG}")
+    assert not wrong, f"gradients deviate from torch: {wrong}"
 
 
 @pytest.mark.xfail(strict=True, reason=SATURATED_TANH_BUG)
