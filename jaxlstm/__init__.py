@@ -10,7 +10,7 @@ Example:
     ((2, 4, 10), (3, 2, 10))
 """
 
-from jaxlstm import flax_io, haiku_io, linen
+from jaxlstm import checked, flax_io, haiku_io, linen
 from jaxlstm.cell import lstm_cell
 from jaxlstm.config import LSTMConfig
 from jaxlstm.flax_io import from_flax, to_flax
@@ -25,6 +25,7 @@ __all__ = [
     "LSTM",
     "LSTMCell",
     "LSTMConfig",
+    "checked",
     "flax_io",
     "from_flax",
     "from_haiku",

@@ -32,14 +32,31 @@ def is_concrete(x: Any) -> bool:
     return isinstance(x, (np.ndarray, np.generic, jax.Array, int))
 
 
-def split_state(hx: Any, name: str = "hx") -> tuple[jax.Array, jax.Array]:
+def split_state(
+    hx: Any, name: str = "hx", labels: tuple[str, str] = ("hx[0] (h)", "hx[1] (c)")
+) -> tuple[jax.Array, jax.Array]:
     """Returns `(h, c)` from a state pair, the one place a state is indexed by position.
 
+    Args:
+        hx: the state pair `(h, c)`.
+        name: how errors name `hx` itself.
+        labels: how errors name its two arrays.
+
     Raises:
-        TypeError: `hx` is not a tuple or list of two arrays.
+        TypeError: `hx` is not a tuple or list of two arrays, or one is not floating point.
     """
     if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-        got = type(hx).__name__ + (f" of length {len(hx)}" if isinstance(hx, (tuple, list)) else "")
+        if isinstance(hx, (tuple, list)):
+            got = f"{type(hx).__name__} of length {len(hx)}"
+        elif hasattr(hx, "shape"):
+            got = f"a bare {type(hx).__name__} of shape {tuple(hx.shape)}"
+        else:
+            got = type(hx).__name__
         raise TypeError(f"{name} must be a tuple (h_0, c_0) of two arrays, got {got}")
-    h, c = hx
-    return jnp.asarray(h), jnp.asarray(c)
+    for label, value in zip(labels, hx, strict=True):
+        if value is None:
+            raise TypeError(f"{label} must be an array (pass hx=None for zeros), got None")
+    h, c = jnp.asarray(hx[0]), jnp.asarray(hx[1])
+    check_floating(labels[0], h)
+    check_floating(labels[1], c)
+    return h, c

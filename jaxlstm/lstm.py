@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlstm._checks import check_floating, check_shape, is_concrete, split_state
+from jaxlstm._checks import check_floating, is_concrete, split_state
 from jaxlstm.cell import state_dtype
 from jaxlstm.config import LSTMConfig, param_names
 from jaxlstm.layer import LayerWeights, lstm_layer
@@ -44,7 +44,12 @@ def uniform_params(
 
     Returns:
         `{name: array}` in the order of `shapes`.
+
+    Raises:
+        TypeError: `dtype` is not a floating-point dtype.
     """
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"dtype (param_dtype) of the parameters must be a floating-point dtype, got {np.dtype(dtype)}")
     draw = jnp.promote_types(dtype, jnp.float32)
     sizes = [math.prod(shape) for shape in shapes.values()]
     chunks = [_uniform_chunk(key, i, draw) for i in range(-(-sum(sizes) // _CHUNK))]
@@ -86,6 +91,8 @@ def init_params(key: Array, config: LSTMConfig, dtype: Any = jnp.float32) -> dic
         >>> params["weight_ih_l0"].shape
         (20, 3)
     """
+    if not isinstance(config, LSTMConfig):
+        raise TypeError(f"config must be a jaxlstm.LSTMConfig, got {type(config).__name__}")
     return uniform_params(key, config.param_shapes(), config.hidden_size, dtype)
 
 
@@ -98,8 +105,11 @@ def check_params(params: Mapping[str, Any], expected: Mapping[str, tuple[int, ..
         what: how the error names `params`.
 
     Raises:
+        TypeError: `params` is not a mapping.
         ValueError: the names or shapes differ from `expected`.
     """
+    if not isinstance(params, Mapping):
+        raise TypeError(f"{what} must be a mapping {{torch name: array}}, got {type(params).__name__}")
     missing = [k for k in expected if k not in params]
     unexpected = [k for k in params if k not in expected]
     mismatched = [
@@ -124,7 +134,11 @@ def _check_seq_lengths(seq_lengths: Any, batch: int, steps: int, batched: bool) 
         raise TypeError(f"seq_lengths must have an integer dtype, got {lengths.dtype}")
     expected = (batch,) if batched else ()
     if batched:
-        check_shape("seq_lengths", lengths, expected)
+        if lengths.shape != expected:
+            raise ValueError(
+                f"seq_lengths must have shape (B,) = {expected}, one length per sequence of the "
+                f"input, got {lengths.shape}"
+            )
     elif lengths.shape not in ((), (1,)):
         raise ValueError(f"seq_lengths for unbatched input must be a scalar, got shape {lengths.shape}")
     if is_concrete(seq_lengths):
@@ -137,6 +151,14 @@ def _check_seq_lengths(seq_lengths: Any, batch: int, steps: int, batched: bool) 
                 f"seq_lengths must be in [1, T={steps}], got values from {lo} to {hi}"
             )
     return lengths.reshape(batch)
+
+
+def _check_key(key: Any) -> None:
+    typed = isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ()
+    raw = hasattr(key, "dtype") and key.dtype == jnp.uint32 and tuple(key.shape) == (2,)
+    if not (typed or raw):
+        got = f"{type(key).__name__} with dtype {key.dtype} and shape {key.shape}" if hasattr(key, "dtype") else repr(key)
+        raise TypeError(f"dropout_key must be a PRNG key (jax.random.key(...)) or None, got {got}")
 
 
 def _dropout(key: Array, x: Array, rate: float) -> Array:
@@ -187,6 +209,14 @@ def lstm(
             outside [1, T].
         TypeError: x is not floating point, hx is not a pair, seq_lengths is not integer.
 
+    Note:
+        Traced `seq_lengths` (arguments of a `jax.jit`-ed, `vmap`-ed or differentiated
+        function) have no values at trace time, so their range cannot be checked and an
+        out-of-range length raises nothing: a length ≤ 0 gives a sequence with no valid step
+        (`out` all 0, `h_n`/`c_n` equal to `h_0`/`c_0`, zero gradients) and a length > T acts
+        as T. `jaxlstm.checked.lstm` checks the values inside the compiled program with
+        `jax.experimental.checkify` and returns the error to throw.
+
     Example:
         >>> cfg = LSTMConfig(3, 5, num_layers=2)
         >>> params = init_params(jax.random.key(0), cfg)
@@ -194,8 +224,15 @@ def lstm(
         >>> out.shape, h_n.shape
         ((7, 2, 5), (2, 2, 5))
     """
+    if not isinstance(config, LSTMConfig):
+        raise TypeError(f"config must be a jaxlstm.LSTMConfig, got {type(config).__name__}")
     check_params(params, config.param_shapes())
+    if unroll is not None and (isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1):
+        raise ValueError(f"unroll must be a positive int or None, got {unroll!r}")
+    if dropout_key is not None:
+        _check_key(dropout_key)
     x = jnp.asarray(x)
+    given_shape = x.shape
     check_floating("input", x)
     if x.ndim not in (2, 3):
         raise ValueError(
@@ -213,7 +250,7 @@ def lstm(
         x = jnp.swapaxes(x, 0, 1)
     steps, batch = x.shape[0], x.shape[1]
     if steps == 0:
-        raise ValueError(f"input must have at least one time step, got shape {x.shape}")
+        raise ValueError(f"input must have at least one time step (T >= 1), got shape {given_shape}")
     num_states = config.num_layers * config.num_directions
     h_shape = (num_states, batch, config.output_size)
     c_shape = (num_states, batch, config.hidden_size)
@@ -224,14 +261,17 @@ def lstm(
         h0 = jnp.zeros(h_shape, dtype)
         c0 = jnp.zeros(c_shape, sdtype)
     else:
-        h0, c0 = split_state(hx)
-        for label, value, shape in (("h_0", h0, h_shape), ("c_0", c0, c_shape)):
+        h0, c0 = split_state(hx, labels=("hx h_0", "hx c_0"))
+        for label, value, shape, size in (("h_0", h0, h_shape, "H_out"), ("c_0", c0, c_shape, "H")):
             want = shape if batched else (shape[0], shape[2])
+            dims = f"(D*L, B, {size})" if batched else f"(D*L, {size})"
             if value.ndim != len(want):
                 kind = "3-D for batched input" if batched else "2-D for unbatched input"
-                raise ValueError(f"hx {label} must be {kind} with shape {want}, got shape {value.shape}")
-            check_shape(f"hx {label}", value, want)
-            check_floating(f"hx {label}", value)
+                raise ValueError(f"hx {label} must be {kind} with shape {dims} = {want}, got shape {value.shape}")
+            if tuple(value.shape) != want:
+                raise ValueError(
+                    f"hx {label} must have shape {dims} = {want} (input batch B={batch}), got {value.shape}"
+                )
         if not batched:
             h0, c0 = h0[:, None], c0[:, None]
         h0, c0 = h0.astype(dtype), c0.astype(sdtype)

@@ -119,6 +119,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         ValueError: the file is not a checkpoint holding a dict of tensors.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"state_dict file {path!r} is a directory, expected a .pt/.pth or .safetensors file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"state_dict file {path!r} does not exist")
     if path.endswith(".safetensors"):
@@ -177,7 +179,17 @@ def match_state_dict(
         problems.append("shape mismatches: " + "; ".join(mismatched))
     if problems:
         hint = ""
-        if not found:
+        # When no expected key is found under `prefix`, but they are all there under another
+        # prefix, name the prefix to pass.
+        candidates = set()
+        if expected and len(missing) == len(expected):
+            first = next(iter(expected))
+            candidates = {k[: -len(first)] for k in state_dict if isinstance(k, str) and k.endswith(first)}
+            candidates = {c for c in candidates if all(c + k in state_dict for k in expected)}
+        if candidates:
+            other = sorted(candidates, key=len)[0]
+            hint = f" (the keys carry the prefix {other!r}, not prefix={prefix!r}: pass prefix={other!r})"
+        elif not found:
             hint = f" (no key starts with prefix={prefix!r}; keys are e.g. {sorted(state_dict)[:4]})"
         raise ValueError("error loading the state_dict: " + ", ".join(problems) + hint)
     values = {k: to_numpy(found[k]) for k in expected if k in found}
