@@ -29,6 +29,31 @@ def state_dtype(compute_dtype: jnp.dtype) -> jnp.dtype:
     return jnp.promote_types(compute_dtype, jnp.float32)
 
 
+@jax.custom_jvp
+def tanh(x: Array) -> Array:
+    """`jnp.tanh` whose derivative is one product, `(1 - y)(1 + y)`, as torch computes it.
+
+    jax differentiates tanh as `t (1 - y) + t (1 - y) y`: two terms that cancel when the cell
+    state saturates (|y| = 1) under a huge cotangent t. In reverse mode both terms are added
+    to c's cotangent one at a time, so an O(1) contribution from the next step (through the
+    forget gate) is rounded away between them, and the gradient is wrong (by 25% with hx of
+    1e30, in float32 and float64 alike). One product is exactly zero there and loses nothing.
+
+    Args:
+        x: any shape.
+
+    Returns:
+        tanh(x), same shape and dtype.
+    """
+    return jnp.tanh(x)
+
+
+@tanh.defjvp
+def _tanh_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
+    y = jnp.tanh(primals[0])
+    return y, tangents[0] * ((1 - y) * (1 + y))
+
+
 def cell_update(gates: Array, c: Array) -> tuple[Array, Array]:
     """The gate nonlinearities and state update, shared by the cell and the scanned layer.
 
@@ -41,8 +66,8 @@ def cell_update(gates: Array, c: Array) -> tuple[Array, Array]:
         c's dtype.
     """
     i, f, g, o = jnp.split(gates.astype(c.dtype), 4, axis=-1)
-    c_new = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-    h = jax.nn.sigmoid(o) * jnp.tanh(c_new)
+    c_new = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * tanh(g)
+    h = jax.nn.sigmoid(o) * tanh(c_new)
     return h.astype(gates.dtype), c_new
 
 

@@ -74,16 +74,6 @@ def _extreme_run(case: str) -> tuple[dict, dict]:
     return expected, actual
 
 
-SATURATED_TANH_BUG = (
-    "jax differentiates tanh(c) as g*(1-y) + g*(1-y)*y; with |c| ~ 1e30 (y = ±1) and a cotangent "
-    "~1e29 the two terms cancel only after the O(1) cotangent from c_{t+1} has been added to the "
-    "first and rounded away, so dL/dc_t loses it (identically in float32 and float64). Fix: a "
-    "custom_jvp tanh in jaxlstm/cell.py whose derivative is g * ((1 - y) * (1 + y))."
-)
-# Cases whose gradients are known to deviate from torch's (finite, but wrong): SATURATED_TANH_BUG.
-KNOWN_GRADIENT_BUGS = {"hx-1e30"}
-
-
 @pytest.mark.parametrize("case", EXTREME_CASES)
 def test_extreme_magnitudes_stay_finite_where_torch_does(case):
     expected, actual = _extreme_run(case)
@@ -101,15 +91,15 @@ def test_extreme_magnitudes_stay_finite_where_torch_does(case):
         for name in expected
     }
     wrong = {name: f"{e:.3g}" for name, e in errors.items() if e > EXTREME_TOLERANCE}
-    if case in KNOWN_GRADIENT_BUGS:
-        assert wrong, f"{case}: the gradients match torch now; remove it from KNOWN_GRADIENT_BUGS"
-        pytest.xfail(f"gradients deviate {wrong}: {SATURATED_TANH_BUG}")
     assert not wrong, f"gradients deviate from torch: {wrong}"
 
 
-@pytest.mark.xfail(strict=True, reason=SATURATED_TANH_BUG)
 def test_saturated_cell_state_gradient_through_lstm_cell():
     """Regression (found by the hx ×1e30 case): two steps of the public cell, H = 1, float64.
+
+    jax differentiates tanh(c) as t(1-y) + t(1-y)y; with |c| ~ 1e30 (y = ±1) and a huge
+    cotangent t the two terms cancel only after the O(1) cotangent from c_{t+1} has been added
+    to the first and rounded away. jaxlstm.cell.tanh's derivative is one product.
 
     Step 1: the forget and output gates are saturated open (bias 50), so c_1 = c_0 = -1e30 and
     h_1 = tanh(c_1) = -1 with tanh' = 0. Step 2: f_2 = σ(h_1) = σ(-1) is moderate, so
