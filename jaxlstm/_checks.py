@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["check_floating", "check_shape", "is_concrete", "split_state"]
+__all__ = ["check_float_dtype", "check_floating", "check_params", "check_shape", "is_concrete", "split_state"]
 
 
 def check_floating(name: str, x: Any) -> None:
     """Raises TypeError unless `x` has a floating-point dtype."""
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"{name} must have a floating-point dtype, got {x.dtype}")
+
+
+def check_float_dtype(name: str, dtype: Any) -> jnp.dtype:
+    """Returns `dtype` as a numpy dtype; raises TypeError unless it names a floating-point dtype."""
+    try:
+        result = jnp.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{name} must be a floating-point dtype such as jnp.float32, got {dtype!r}") from None
+    if not jnp.issubdtype(result, jnp.floating):
+        raise TypeError(f"{name} must be a floating-point dtype such as jnp.float32, got {result}")
+    return result
 
 
 def check_shape(name: str, x: Any, expected: tuple[int, ...]) -> None:
@@ -60,3 +72,35 @@ def split_state(
     check_floating(labels[0], h)
     check_floating(labels[1], c)
     return h, c
+
+
+def check_params(params: Mapping[str, Any], expected: Mapping[str, tuple[int, ...]], what: str = "params") -> None:
+    """Raises one ValueError listing every missing, unexpected and mis-shaped parameter.
+
+    Args:
+        params: `{name: array}` to check.
+        expected: `{name: shape}` required.
+        what: how the error names `params`.
+
+    Raises:
+        TypeError: `params` is not a mapping.
+        ValueError: the names or shapes differ from `expected`.
+    """
+    if not isinstance(params, Mapping):
+        raise TypeError(f"{what} must be a mapping {{torch name: array}}, got {type(params).__name__}")
+    missing = [k for k in expected if k not in params]
+    unexpected = [k for k in params if k not in expected]
+    mismatched = [
+        f"{k}: expected {tuple(shape)}, got {tuple(params[k].shape)}"
+        for k, shape in expected.items()
+        if k in params and tuple(params[k].shape) != tuple(shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys {missing}")
+    if unexpected:
+        problems.append(f"unexpected keys {unexpected}")
+    if mismatched:
+        problems.append("shape mismatches: " + "; ".join(mismatched))
+    if problems:
+        raise ValueError(f"{what} do not match the configuration: " + ", ".join(problems))

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 
-from jaxlstm._checks import check_floating, check_shape, split_state
+from jaxlstm._checks import check_floating, check_params, check_shape, split_state
 
 __all__ = ["cell_update", "lstm_cell", "state_dtype"]
 
@@ -89,8 +89,9 @@ def lstm_cell(
         `(h', c')` shaped like `hx`. `c'` is kept in at least float32.
 
     Raises:
-        ValueError: a shape does not match the parameters.
-        TypeError: x is not floating point, or hx is not a pair.
+        ValueError: a parameter is missing, unexpected or mis-shaped (all are listed), or a
+            shape of x or hx does not match the parameters.
+        TypeError: params is not a mapping, x is not floating point, or hx is not a pair.
 
     Example:
         >>> p = {"weight_ih": jnp.ones((8, 3)), "weight_hh": jnp.ones((8, 2))}
@@ -98,6 +99,7 @@ def lstm_cell(
         >>> h.shape, c.shape
         ((5, 2), (5, 2))
     """
+    _check_cell_params(params)
     w_ih, w_hh = params["weight_ih"], params["weight_hh"]
     w_hr = params.get("weight_hr")
     hidden = w_ih.shape[0] // 4
@@ -124,3 +126,23 @@ def lstm_cell(
     if w_hr is not None:
         h_new = h_new @ w_hr.astype(dtype).T
     return h_new, c_new
+
+
+def _check_cell_params(params: Mapping[str, Array]) -> None:
+    """Raises unless `params` are a cell's, with shapes consistent with `weight_ih`'s `(4H, I)`."""
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params must be a mapping {{torch name: array}}, got {type(params).__name__}")
+    w_ih = params.get("weight_ih")
+    if w_ih is None or jnp.ndim(w_ih) != 2 or jnp.shape(w_ih)[0] % 4:
+        got = "missing" if w_ih is None else f"shape {tuple(jnp.shape(w_ih))}"
+        raise ValueError(f"params['weight_ih'] must have shape (4H, I), got {got}")
+    gates, input_size = jnp.shape(w_ih)
+    hidden = gates // 4
+    w_hr = params.get("weight_hr")
+    proj = jnp.shape(w_hr)[0] if w_hr is not None and jnp.ndim(w_hr) == 2 else 0
+    expected = {"weight_ih": (gates, input_size), "weight_hh": (gates, proj or hidden)}
+    if "bias_ih" in params or "bias_hh" in params:
+        expected |= {"bias_ih": (gates,), "bias_hh": (gates,)}
+    if w_hr is not None:
+        expected["weight_hr"] = (proj, hidden)
+    check_params(params, expected)

@@ -15,7 +15,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlstm._checks import check_floating, is_concrete, split_state
+from jaxlstm._checks import (
+    check_float_dtype,
+    check_floating,
+    check_params,
+    is_concrete,
+    split_state,
+)
 from jaxlstm.cell import state_dtype
 from jaxlstm.config import LSTMConfig, param_names
 from jaxlstm.layer import LayerWeights, lstm_layer
@@ -48,8 +54,7 @@ def uniform_params(
     Raises:
         TypeError: `dtype` is not a floating-point dtype.
     """
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"dtype (param_dtype) of the parameters must be a floating-point dtype, got {np.dtype(dtype)}")
+    dtype = check_float_dtype("dtype (param_dtype) of the parameters", dtype)
     draw = jnp.promote_types(dtype, jnp.float32)
     sizes = [math.prod(shape) for shape in shapes.values()]
     chunks = [_uniform_chunk(key, i, draw) for i in range(-(-sum(sizes) // _CHUNK))]
@@ -94,38 +99,6 @@ def init_params(key: Array, config: LSTMConfig, dtype: Any = jnp.float32) -> dic
     if not isinstance(config, LSTMConfig):
         raise TypeError(f"config must be a jaxlstm.LSTMConfig, got {type(config).__name__}")
     return uniform_params(key, config.param_shapes(), config.hidden_size, dtype)
-
-
-def check_params(params: Mapping[str, Any], expected: Mapping[str, tuple[int, ...]], what: str = "params") -> None:
-    """Raises one ValueError listing every missing, unexpected and mis-shaped parameter.
-
-    Args:
-        params: `{name: array}` to check.
-        expected: `{name: shape}` required.
-        what: how the error names `params`.
-
-    Raises:
-        TypeError: `params` is not a mapping.
-        ValueError: the names or shapes differ from `expected`.
-    """
-    if not isinstance(params, Mapping):
-        raise TypeError(f"{what} must be a mapping {{torch name: array}}, got {type(params).__name__}")
-    missing = [k for k in expected if k not in params]
-    unexpected = [k for k in params if k not in expected]
-    mismatched = [
-        f"{k}: expected {tuple(shape)}, got {tuple(params[k].shape)}"
-        for k, shape in expected.items()
-        if k in params and tuple(params[k].shape) != tuple(shape)
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing keys {missing}")
-    if unexpected:
-        problems.append(f"unexpected keys {unexpected}")
-    if mismatched:
-        problems.append("shape mismatches: " + "; ".join(mismatched))
-    if problems:
-        raise ValueError(f"{what} do not match the configuration: " + ", ".join(problems))
 
 
 def _check_seq_lengths(seq_lengths: Any, batch: int, steps: int, batched: bool) -> Array:

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxlstm._checks import check_float_dtype, check_floating
 from jaxlstm.cell import lstm_cell
 from jaxlstm.config import LSTMConfig, require_positive_int
 from jaxlstm.lstm import init_params, lstm, uniform_params
@@ -36,6 +37,19 @@ class _TorchParams(nnx.Module):
     def _init_params(self, params: dict[str, Array]) -> None:
         for name, value in params.items():
             setattr(self, name, nnx.Param(value))
+
+    def _compute_inputs(self, x: Any) -> tuple[dict[str, Array], Array]:
+        """The parameters and `x` in the compute dtype `self.dtype` (unchanged when None).
+
+        Raises:
+            TypeError: `x` is not floating point (checked before any cast hides it).
+        """
+        params, x = self.params, jnp.asarray(x)
+        if self.dtype is not None:
+            check_floating("x", x)
+            params = {k: v.astype(self.dtype) for k, v in params.items()}
+            x = x.astype(self.dtype)
+        return params, x
 
     def set_params(self, params: dict[str, Any]) -> None:
         """Replaces parameter values in place (shapes and names must already be checked)."""
@@ -97,7 +111,7 @@ class LSTM(_TorchParams):
             bidirectional=bidirectional,
             proj_size=proj_size,
         )
-        self.dtype = dtype
+        self.dtype = None if dtype is None else check_float_dtype("dtype", dtype)
         self.param_dtype = param_dtype
         self.deterministic = False
         self._init_params(init_params(rngs.params(), self.config, param_dtype))
@@ -142,10 +156,7 @@ class LSTM(_TorchParams):
         key = None
         if not self.deterministic and self.dropout_rngs is not None:
             key = self.dropout_rngs()
-        params = self.params
-        if self.dtype is not None:
-            params = {k: v.astype(self.dtype) for k, v in params.items()}
-            x = jnp.asarray(x, self.dtype)
+        params, x = self._compute_inputs(x)
         return lstm(params, x, hx, config=self.config, seq_lengths=seq_lengths, dropout_key=key, unroll=unroll)
 
 
@@ -185,7 +196,7 @@ class LSTMCell(_TorchParams):
         if not isinstance(bias, bool):
             raise TypeError(f"bias must be a bool, got {bias!r} of type {type(bias).__name__}")
         self.bias = bias
-        self.dtype = dtype
+        self.dtype = None if dtype is None else check_float_dtype("dtype", dtype)
         self.param_dtype = param_dtype
         self._init_params(uniform_params(rngs.params(), self.param_shapes(), hidden_size, param_dtype))
 
@@ -202,8 +213,5 @@ class LSTMCell(_TorchParams):
         Raises:
             ValueError, TypeError: see `jaxlstm.lstm_cell`.
         """
-        params = self.params
-        if self.dtype is not None:
-            params = {k: v.astype(self.dtype) for k, v in params.items()}
-            x = jnp.asarray(x, self.dtype)
+        params, x = self._compute_inputs(x)
         return lstm_cell(params, x, hx)

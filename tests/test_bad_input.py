@@ -96,6 +96,16 @@ CONSTRUCTOR_CASES = {
     "LSTMCell(bias='no')": (
         lambda: jaxlstm.LSTMCell(3, 4, bias="no", rngs=nnx.Rngs(0)), TypeError, "bias", "bool", "got 'no'"
     ),
+    "LSTM(dtype='junk')": (
+        lambda: jaxlstm.LSTM(3, 4, dtype="junk", rngs=nnx.Rngs(0)), TypeError, "dtype", "floating-point", "got 'junk'",
+    ),
+    "LSTM(dtype=int32)": (
+        lambda: jaxlstm.LSTM(3, 4, dtype=jnp.int32, rngs=nnx.Rngs(0)), TypeError, "dtype", "floating-point", "got int32",
+    ),
+    "LSTMCell(param_dtype=int32)": (
+        lambda: jaxlstm.LSTMCell(3, 4, param_dtype=jnp.int32, rngs=nnx.Rngs(0)),
+        TypeError, "param_dtype", "floating-point", "got int32",
+    ),
     "init_params(config=dict)": (
         lambda: jaxlstm.init_params(jax.random.key(0), {"input_size": 3}), TypeError, "config", "LSTMConfig", "got dict"
     ),
@@ -226,6 +236,29 @@ CALL_CASES = {
     "cell hx int": (
         lambda: jaxlstm.lstm_cell(CELL, jnp.ones((2, 3)), (jnp.zeros((2, 5), jnp.int32), jnp.zeros((2, 5)))),
         TypeError, "hx[0] (h)", "floating-point", "got int32",
+    ),
+    "cell params missing weight_hh": (
+        lambda: jaxlstm.lstm_cell({"weight_ih": CELL["weight_ih"]}, jnp.ones((2, 3))),
+        ValueError, "params", "missing keys ['weight_hh']",
+    ),
+    "cell params one bias, weight_hh mis-shaped": (
+        lambda: jaxlstm.lstm_cell(CELL | {"weight_hh": jnp.ones((20, 4)), "bias_ih": jnp.ones(20)}, jnp.ones((2, 3))),
+        ValueError, "params", "missing keys ['bias_hh']", "weight_hh: expected (20, 5), got (20, 4)",
+    ),
+    "cell params weight_ih not 4H rows": (
+        lambda: jaxlstm.lstm_cell({"weight_ih": jnp.ones((7, 3))}, jnp.ones((2, 3))),
+        ValueError, "params['weight_ih']", "(4H, I)", "got shape (7, 3)",
+    ),
+    "cell params not a mapping": (
+        lambda: jaxlstm.lstm_cell([CELL["weight_ih"]], jnp.ones((2, 3))), TypeError, "params", "mapping", "got list",
+    ),
+    "LSTM(dtype=bf16) int x": (
+        lambda: jaxlstm.LSTM(3, 5, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))(jnp.ones((7, 2, 3), jnp.int32)),
+        TypeError, "x", "floating-point", "got int32",
+    ),
+    "LSTMCell(dtype=bf16) int x": (
+        lambda: jaxlstm.LSTMCell(3, 5, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))(jnp.ones((2, 3), jnp.int32)),
+        TypeError, "x", "floating-point", "got int32",
     ),
     "LSTMCell x wrong I": (
         lambda: jaxlstm.LSTMCell(3, 5, rngs=nnx.Rngs(0))(jnp.ones((2, 4))), ValueError, "x", "(2, 3)", "got (2, 4)"
