@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from typing import Any
 
@@ -501,26 +500,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "params": training.param_count(result.model),
         "config": task.config,
     }
-    if jax.process_index() == 0:
-        os.makedirs(args.out_dir, exist_ok=True)
-        if not args.no_plots:
-            plot_confusion(
-                os.path.join(args.out_dir, "confusion.png"),
-                confusion,
-                data["class_names"],
-                f"{args.dataset}: test accuracy {accuracy:.2%} ({len(data['test']['y'])} examples)",
-            )
-        metrics["total_seconds"] = round(time.perf_counter() - t_start, 3)
-        training.write_json(os.path.join(args.out_dir, "metrics.json"), metrics)
-        print(
+    title = f"{args.dataset}: test accuracy {accuracy:.2%} ({len(data['test']['y'])} examples)"
+    return training.finish(
+        args.out_dir,
+        metrics,
+        t_start,
+        lambda m: (
             f"classify[{args.dataset}{', bidirectional' if args.bidirectional else ''}]: test accuracy "
-            f"{accuracy:.2%} on {metrics['test_examples']} examples after {metrics['steps']} steps; "
-            f"train {metrics['train_seconds']:.1f} s, total {metrics['total_seconds']:.1f} s on "
-            f"{metrics['devices']} device(s); wrote {args.out_dir}/",
-            file=sys.stdout,
-            flush=True,
-        )
-    return metrics
+            f"{accuracy:.2%} on {m['test_examples']} examples after {m['steps']} steps; "
+            f"train {m['train_seconds']:.1f} s, total {m['total_seconds']:.1f} s on {m['devices']} device(s)"
+        ),
+        None
+        if args.no_plots
+        else lambda: plot_confusion(os.path.join(args.out_dir, "confusion.png"), confusion, data["class_names"], title),
+    )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ window starts from zeros.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from typing import Any
 
@@ -299,21 +298,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "params": training.param_count(result.model),
         "config": task.config,
     }
-    if jax.process_index() == 0:
-        os.makedirs(args.out_dir, exist_ok=True)
-        if not args.no_plots:
-            plot(args.out_dir, history, windows, ev)
-        metrics["total_seconds"] = round(time.perf_counter() - t_start, 3)
-        training.write_json(os.path.join(args.out_dir, "metrics.json"), metrics)
-        print(
-            f"sine: teacher-forced MSE {metrics['teacher_forced_mse']:.2e}, rollout MSE "
-            f"{metrics['rollout_mse']:.2e} after {metrics['steps']} steps; train "
-            f"{metrics['train_seconds']:.1f} s, total {metrics['total_seconds']:.1f} s on "
-            f"{metrics['devices']} device(s); wrote {args.out_dir}/",
-            file=sys.stdout,
-            flush=True,
-        )
-    return metrics
+    return training.finish(
+        args.out_dir,
+        metrics,
+        t_start,
+        lambda m: (
+            f"sine: teacher-forced MSE {m['teacher_forced_mse']:.2e}, rollout MSE {m['rollout_mse']:.2e} "
+            f"after {m['steps']} steps; train {m['train_seconds']:.1f} s, total {m['total_seconds']:.1f} s "
+            f"on {m['devices']} device(s)"
+        ),
+        None if args.no_plots else lambda: plot(args.out_dir, history, windows, ev),
+    )
 
 
 if __name__ == "__main__":

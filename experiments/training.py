@@ -830,6 +830,29 @@ def write_json(path: str, obj: Mapping[str, Any]) -> None:
         f.write("\n")
 
 
+def finish(out_dir: str, metrics: dict[str, Any], t_start: float, summary: Callable[[dict], str], plot: Callable[[], None] | None) -> dict[str, Any]:
+    """Ends a run on process 0: plots, `metrics.json` with `total_seconds`, a one-line summary.
+
+    Args:
+        out_dir: where the files go.
+        metrics: the run's metrics; `total_seconds` (since `t_start`) is added.
+        t_start: `time.perf_counter()` at the start of the run.
+        summary: the one line printed last, from the final metrics.
+        plot: writes the plots into `out_dir`, or None to skip them.
+
+    Returns:
+        `metrics`.
+    """
+    if jax.process_index() == 0:
+        os.makedirs(out_dir, exist_ok=True)
+        if plot is not None:
+            plot()
+        metrics["total_seconds"] = round(time.perf_counter() - t_start, 3)
+        write_json(os.path.join(out_dir, "metrics.json"), metrics)
+        print(f"{summary(metrics)}; wrote {out_dir}/", flush=True)
+    return metrics
+
+
 def param_count(model: Any) -> int:
     """Number of scalars in the model's `nnx.Param`s."""
     return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(nnx.state(model, nnx.Param))))

@@ -30,7 +30,7 @@ import numpy as np
 from jaxlstm.cell import lstm_cell
 from jaxlstm.config import LSTMConfig, require_positive_int
 from jaxlstm.lstm import lstm
-from jaxlstm.torch_io import LoadResult, match_state_dict, read_state_dict, to_numpy
+from jaxlstm.torch_io import LoadResult, as_state_dict, match_state_dict, to_numpy
 
 __all__ = ["LSTM", "LSTMCell", "from_torch", "load_torch_state_dict", "torch_state_dict"]
 
@@ -277,15 +277,7 @@ def load_torch_state_dict(
         >>> variables, _ = load_torch_state_dict(variables, torch_lstm.state_dict())  # doctest: +SKIP
     """
     params, wrapped = _split_variables(variables, "variables")
-    if isinstance(state_dict_or_path, (str, os.PathLike)):
-        state_dict = read_state_dict(state_dict_or_path)
-    elif isinstance(state_dict_or_path, Mapping):
-        state_dict = state_dict_or_path
-    else:
-        raise TypeError(
-            "state_dict_or_path must be a mapping of tensors or a file path, got "
-            f"{type(state_dict_or_path).__name__}"
-        )
+    state_dict = as_state_dict(state_dict_or_path)
     shapes = {k: tuple(v.shape) for k, v in params.items()}
     values, result = match_state_dict(state_dict, shapes, prefix=prefix, strict=strict)
     new_params = {k: jnp.asarray(values[k], dtype=v.dtype) if k in values else v for k, v in params.items()}

@@ -17,6 +17,7 @@ import numpy as np
 
 __all__ = [
     "LoadResult",
+    "as_state_dict",
     "from_torch",
     "load_torch_state_dict",
     "match_state_dict",
@@ -196,6 +197,22 @@ def match_state_dict(
     return values, LoadResult([prefix + k for k in missing], unexpected)
 
 
+def as_state_dict(state_dict_or_path: Mapping[str, Any] | str | os.PathLike) -> Mapping[str, Any]:
+    """A state_dict given as itself or as a `.pt`/`.pth`/`.safetensors` path (read here).
+
+    Raises:
+        TypeError: neither a mapping nor a path.
+        ValueError, FileNotFoundError: see `read_state_dict`.
+    """
+    if isinstance(state_dict_or_path, (str, os.PathLike)):
+        return read_state_dict(state_dict_or_path)
+    if isinstance(state_dict_or_path, Mapping):
+        return state_dict_or_path
+    raise TypeError(
+        f"state_dict_or_path must be a mapping of tensors or a file path, got {type(state_dict_or_path).__name__}"
+    )
+
+
 def load_torch_state_dict(
     model: Any,
     state_dict_or_path: Mapping[str, Any] | str | os.PathLike,
@@ -229,15 +246,7 @@ def load_torch_state_dict(
 
     if not isinstance(model, _TorchParams):
         raise TypeError(f"model must be a jaxlstm.LSTM or jaxlstm.LSTMCell, got {type(model).__name__}")
-    if isinstance(state_dict_or_path, (str, os.PathLike)):
-        state_dict = read_state_dict(state_dict_or_path)
-    elif isinstance(state_dict_or_path, Mapping):
-        state_dict = state_dict_or_path
-    else:
-        raise TypeError(
-            "state_dict_or_path must be a mapping of tensors or a file path, got "
-            f"{type(state_dict_or_path).__name__}"
-        )
+    state_dict = as_state_dict(state_dict_or_path)
     values, result = match_state_dict(state_dict, model.param_shapes(), prefix=prefix, strict=strict)
     model.set_params(values)
     return result

@@ -195,7 +195,7 @@ def test_linen_from_torch_and_cell():
     assert model.batch_first and model.bidirectional and model.num_layers == 2
     x = _input({"batch_first": True})
     with torch.no_grad():
-        want = t(torch.from_numpy(np.asarray(x)))[0].numpy()
+        want = t(torch.from_numpy(np.array(x)))[0].numpy()
     assert_close(model.apply(variables, x)[0], want, "float32")
 
     tc = torch.nn.LSTMCell(IN, H)
