@@ -8,6 +8,8 @@ functional of (out, h_n, c_n), so every output element feeds every gradient.
 from __future__ import annotations
 
 import itertools
+import json
+import os
 
 import jax
 import numpy as np
@@ -106,9 +108,35 @@ def _compare(kwargs, use_hx, use_len, dtype, unbatched=False):
     for name, t, j in zip(("out", "h_n", "c_n"), t_outs, j_outs, strict=True):
         assert j.shape == t.shape, f"{name}: shape {j.shape} != torch {t.shape}"
         assert_close(j, t, dtype, what=name)
+        _record(dtype, name, j, t)
     assert set(j_grads) == set(t_grads)
     for name, t in t_grads.items():
         assert_close(j_grads[name], t, dtype, what=f"d loss / d {name}")
+        _record(dtype, f"grad {name}", j_grads[name], t)
+
+
+# The largest deviation seen, max|jax - torch| / max(1, max|torch|), per dtype and quantity
+# kind; written to $JAXLSTM_DEVIATION_REPORT.grid[.<xdist worker>] when that is set.
+WORST: dict[str, dict[str, float]] = {}
+
+
+def _record(dtype, name, actual, expected):
+    expected = np.asarray(expected, np.float64)
+    deviation = float(np.abs(np.asarray(actual, np.float64) - expected).max(initial=0.0))
+    deviation /= max(1.0, float(np.abs(expected).max(initial=0.0)))
+    kind = "outputs" if name in ("out", "h_n", "c_n") else "gradients"
+    record = WORST.setdefault(dtype, {})
+    record[kind] = max(record.get(kind, 0.0), deviation)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_worst():
+    yield
+    path = os.environ.get("JAXLSTM_DEVIATION_REPORT")
+    if path and WORST:
+        worker = os.environ.get("PYTEST_XDIST_WORKER")
+        with open(f"{path}.grid" + (f".{worker}" if worker else ""), "w") as f:
+            json.dump(WORST, f, indent=2)
 
 
 @pytest.mark.parametrize(("kwargs", "use_hx", "use_len"), list(_grid()))
