@@ -5,12 +5,13 @@ this one process on the same shapes and the same explicit precision, so the rati
 torch are like for like even when the machine is noisy. For each (config, implementation,
 mode) cell it reports:
 
-- compile: seconds of the first call (tracing + XLA compilation for JAX; torch has no
-  compilation, its first call is reported for comparison);
+- compile: seconds of `jit(f).lower(...).compile()` for JAX (tracing + XLA compilation,
+  no execution); torch compiles nothing, so its first call is shown there instead;
 - ms: the median of the timed calls after warm-up, each synchronised
   (`block_until_ready`, `torch.cuda.synchronize`);
 - µs/step: ms divided by the sequential steps T·L;
-- × torch: torch's median divided by this one (> 1 means faster than torch).
+- × torch: the best torch median (default threads or 1 thread, whichever is faster on this
+  config) divided by this one (> 1 means faster than torch).
 
 Modes: `fwd` (the output) and `fwd+bwd` (the gradient of `sum(out)` with respect to every
 parameter and the input). The machine's sgemm rate is measured at the start and each
@@ -94,7 +95,8 @@ CONFIGS: dict[str, BenchConfig] = {
     ]
 }
 MODES = ("fwd", "fwd+bwd")
-IMPLS = ("jaxlstm", "torch", "flax", "jax.experimental.rnn")
+IMPLS = ("jaxlstm", "torch", "torch-1t", "flax", "jax.experimental.rnn")
+TORCH_IMPLS = ("torch", "torch-1t")
 JAX_PRECISION = {"fp32": "float32", "tf32": "tensorfloat32", "bf16": "bfloat16"}
 
 
@@ -196,12 +198,20 @@ def _loss(out: jax.Array) -> jax.Array:
 
 
 def _jax_runner(apply: Callable[[Any, jax.Array], jax.Array], params: Any, x: jax.Array, mode: str):
-    """Jits `apply(params, x) -> out` (fwd) or its gradient w.r.t. (params, x) (fwd+bwd)."""
+    """Compiles `apply(params, x) -> out` (fwd) or its gradient w.r.t. (params, x) (fwd+bwd).
+
+    Returns:
+        `(run, compile_s)`: a no-argument callable running the compiled executable, and the
+        seconds `lower(...).compile()` took (tracing + XLA compilation, no execution).
+    """
     if mode == "fwd":
         fn = jax.jit(apply)
     else:
         fn = jax.jit(jax.grad(lambda p, x: _loss(apply(p, x)), argnums=(0, 1)))
-    return lambda: fn(params, x)
+    t0 = time.perf_counter()
+    compiled = fn.lower(params, x).compile()
+    compile_s = time.perf_counter() - t0
+    return (lambda: compiled(params, x)), compile_s
 
 
 def build_jaxlstm(cfg: BenchConfig, precision: str, mode: str, unroll: int | None = None):
@@ -210,7 +220,7 @@ def build_jaxlstm(cfg: BenchConfig, precision: str, mode: str, unroll: int | Non
     params = init_params(jax.random.key(0), config, dtype)
     x = jax.random.normal(jax.random.key(1), (cfg.steps, cfg.batch, cfg.input_size), dtype)
     apply = lambda p, x: lstm(p, x, config=config, unroll=unroll)[0]  # noqa: E731
-    return _jax_runner(apply, params, x, mode), _jax_sync
+    return (*_jax_runner(apply, params, x, mode), _jax_sync)
 
 
 def build_flax(cfg: BenchConfig, precision: str, mode: str):
@@ -245,7 +255,7 @@ def build_flax(cfg: BenchConfig, precision: str, mode: str):
         return x
 
     x = jax.random.normal(jax.random.key(1), (cfg.steps, cfg.batch, cfg.input_size), dtype)
-    return _jax_runner(apply, params, x, mode), _jax_sync
+    return (*_jax_runner(apply, params, x, mode), _jax_sync)
 
 
 def build_cudnn(cfg: BenchConfig, precision: str, mode: str):
@@ -271,13 +281,25 @@ def build_cudnn(cfg: BenchConfig, precision: str, mode: str):
         )
         return y
 
-    return _jax_runner(apply, weights, x, mode), _jax_sync
+    return (*_jax_runner(apply, weights, x, mode), _jax_sync)
 
 
-def build_torch(cfg: BenchConfig, precision: str, mode: str):
+_TORCH_DEFAULT_THREADS: int | None = None
+
+
+def build_torch(cfg: BenchConfig, precision: str, mode: str, threads: int | None = None):
+    """torch `nn.LSTM`; `threads` pins its CPU intra-op threads (None: torch's default).
+
+    On a loaded CPU, torch's OpenMP threads wait for each other at every small op, which can
+    make a tiny config 100× slower with 2 threads than with 1, hence the `torch-1t` row.
+    """
+    global _TORCH_DEFAULT_THREADS
     torch = _import_torch()
     if torch is None:
         raise ModuleNotFoundError("torch is not installed")
+    if _TORCH_DEFAULT_THREADS is None:
+        _TORCH_DEFAULT_THREADS = torch.get_num_threads()
+    num_threads = threads or _TORCH_DEFAULT_THREADS
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
     # Matched precision: fp32 forbids TF32 everywhere (matmul and cuDNN), tf32 allows it.
@@ -299,6 +321,7 @@ def build_torch(cfg: BenchConfig, precision: str, mode: str):
 
     if mode == "fwd":
         def run():
+            torch.set_num_threads(num_threads)
             with torch.no_grad():
                 return model(x)[0]
     else:
@@ -306,15 +329,17 @@ def build_torch(cfg: BenchConfig, precision: str, mode: str):
         params = list(model.parameters())
 
         def run():
+            torch.set_num_threads(num_threads)
             out = model(x)[0]
             return torch.autograd.grad(out.float().sum(), [*params, x])
 
-    return run, sync
+    return run, None, sync
 
 
 BUILDERS = {
     "jaxlstm": build_jaxlstm,
     "torch": build_torch,
+    "torch-1t": functools.partial(build_torch, threads=1),
     "flax": build_flax,
     "jax.experimental.rnn": build_cudnn,
 }
@@ -328,14 +353,17 @@ def _fmt_ms(s: float | None) -> str:
 
 
 def _torch_median(cells: Sequence[Cell], cell: Cell) -> float | None:
-    for c in cells:
-        if c.config == cell.config and c.mode == cell.mode and c.impl == "torch":
-            return c.median_s
-    return None
+    """The faster of torch's measured thread settings for the cell's config and mode."""
+    medians = [
+        c.median_s
+        for c in cells
+        if c.config == cell.config and c.mode == cell.mode and c.impl in TORCH_IMPLS and c.median_s
+    ]
+    return min(medians, default=None)
 
 
 def speedup(cells: Sequence[Cell], cell: Cell) -> float | None:
-    """torch's median / this cell's median from the same run (> 1: faster than torch)."""
+    """Best torch median / this cell's median from the same run (> 1: faster than torch)."""
     ref = _torch_median(cells, cell)
     if ref is None or cell.median_s is None:
         return None
@@ -440,7 +468,9 @@ def run_benchmark(args: argparse.Namespace, log: Callable[[str], None]) -> tuple
         cell = Cell(cname, impl, mode)
         if impl == "jax.experimental.rnn" and not on_gpu:
             cell.note = "GPU only"
-        elif impl == "torch" and torch is None:
+        elif impl == "torch-1t" and on_gpu:
+            cell.note = "CPU only"
+        elif impl in TORCH_IMPLS and torch is None:
             cell.note = "torch not installed"
         elif args.precision == "tf32" and not on_gpu:
             cell.note = "tf32 needs a GPU"
@@ -449,14 +479,15 @@ def run_benchmark(args: argparse.Namespace, log: Callable[[str], None]) -> tuple
                 builder = BUILDERS[impl]
                 if impl == "jaxlstm":
                     builder = functools.partial(builder, unroll=args.unroll)
-                run, sync = builder(cfg, args.precision, mode)
+                run, compile_s, sync = builder(cfg, args.precision, mode)
                 first, times = _time_calls(
                     run, sync, warmup=args.warmup, repeats=args.repeats, budget_s=args.budget
                 )
-                cell.compile_s = first
+                # JAX: the AOT compile time; torch compiles nothing, so its first call is shown.
+                cell.compile_s = first if compile_s is None else compile_s
                 cell.times_s = times
                 cell.median_s = statistics.median(times)
-                if impl == "torch":
+                if impl in TORCH_IMPLS:
                     cell.note = "first call (no compilation)"
                 if len(times) < args.repeats:
                     cell.note = (cell.note + "; " if cell.note else "") + f"{len(times)} timed calls (budget)"
@@ -464,7 +495,7 @@ def run_benchmark(args: argparse.Namespace, log: Callable[[str], None]) -> tuple
                 cell.note = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:80]}"
         cells.append(cell)
         took = "" if cell.median_s is None else f"{cell.median_s * 1e3:.2f} ms (median of {len(cell.times_s)})"
-        comp = "" if cell.compile_s is None else f", first call {cell.compile_s:.2f} s"
+        comp = "" if cell.compile_s is None else f", compile {cell.compile_s:.2f} s"
         log(f"[{n}/{len(work)}] {cname:9s} {impl:20s} {mode:7s} {took}{comp} {cell.note}".rstrip())
     return cells, environment(args.precision)
 
@@ -477,9 +508,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     env = environment(args.precision)
     log(f"device: {env['device']} ({env['backend']}), {env['cpu_count']} CPUs; jax {env['jax']}, "
         f"torch {env['torch']} ({env['torch_threads']} threads); precision {args.precision}")
-    sgemm = measure_sgemm(repeats=3 if args.quick else 5)
+    n = 1024 if args.quick else 2048
+    sgemm = measure_sgemm(n, repeats=3 if args.quick else 5)
     rates = ", ".join(f"{k} {v:.0f}" for k, v in sgemm.items() if k != "best")
-    print(f"sgemm rate (2048³ float32): {sgemm['best']:.0f} GFLOP/s (best of: {rates})")
+    print(f"sgemm rate ({n}³ float32): {sgemm['best']:.0f} GFLOP/s (best of: {rates})")
     for cname in args.configs:
         cfg = CONFIGS[cname]
         if cfg.compute_bound:

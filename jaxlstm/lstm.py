@@ -116,8 +116,14 @@ def _dropout(key: Array, x: Array, rate: float) -> Array:
 
 
 def default_unroll() -> int:
-    """Scan steps per loop iteration used when `unroll=None`."""
-    return 1
+    """Scan steps per loop iteration used when `unroll=None`.
+
+    1 on CPU, where `python -m experiments.benchmark` measured unroll 2 and 4 slower (more
+    code per iteration, no launch overhead to amortise) and slower to compile. 8 on GPU,
+    where unrolling amortises per-iteration kernel launches (the issue's baseline; not
+    re-measured here).
+    """
+    return 8 if jax.default_backend() == "gpu" else 1
 
 
 def lstm(
@@ -129,6 +135,7 @@ def lstm(
     seq_lengths: Array | None = None,
     dropout_key: Array | None = None,
     unroll: int | None = None,
+    custom_vjp: bool = True,
 ) -> tuple[Array, tuple[Array, Array]]:
     """The forward pass of `torch.nn.LSTM`, as a pure function.
 
@@ -145,6 +152,9 @@ def lstm(
         dropout_key: a PRNG key enabling dropout of rate `config.dropout` on the outputs of
             every layer but the last (training mode); None disables dropout.
         unroll: scan steps per loop iteration; None picks a default for the backend.
+        custom_vjp: differentiate with the layer's hand-written backward pass (faster;
+            reverse mode of any order). False uses autodiff of the plain scan, which also
+            supports forward mode (`jax.jvp`, `jax.jacfwd`, `jax.hessian`).
 
     Returns:
         `(out, (h_n, c_n))`: `out` `[T, B, D*H_out]` (batch-first: `[B, T, D*H_out]`;
@@ -229,7 +239,9 @@ def lstm(
             ),
             w_hr=stack("weight_hr") if config.proj_size > 0 else None,
         )
-        layer_input, h_k, c_k = lstm_layer(weights, layer_input, h0[k], c0[k], mask=mask, unroll=unroll)
+        layer_input, h_k, c_k = lstm_layer(
+            weights, layer_input, h0[k], c0[k], mask=mask, unroll=unroll, custom_vjp=custom_vjp
+        )
         h_n.append(h_k)
         c_n.append(c_k)
         if k < config.num_layers - 1 and dropout_key is not None and config.dropout > 0:
