@@ -10,8 +10,11 @@ Example:
     ((2, 4, 10), (3, 2, 10))
 """
 
+from jaxlstm import flax_io, haiku_io, linen
 from jaxlstm.cell import lstm_cell
 from jaxlstm.config import LSTMConfig
+from jaxlstm.flax_io import from_flax, to_flax
+from jaxlstm.haiku_io import from_haiku, to_haiku
 from jaxlstm.lstm import init_params, lstm
 from jaxlstm.nnx import LSTM, LSTMCell
 from jaxlstm.torch_io import from_torch, load_torch_state_dict, torch_state_dict
@@ -22,10 +25,17 @@ __all__ = [
     "LSTM",
     "LSTMCell",
     "LSTMConfig",
+    "flax_io",
+    "from_flax",
+    "from_haiku",
     "from_torch",
+    "haiku_io",
     "init_params",
+    "linen",
     "load_torch_state_dict",
     "lstm",
     "lstm_cell",
+    "to_flax",
+    "to_haiku",
     "torch_state_dict",
 ]

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 
-from jaxlstm._checks import check_floating, check_shape
+from jaxlstm._checks import check_floating, check_shape, split_state
 
 __all__ = ["cell_update", "lstm_cell", "state_dtype"]
 
@@ -64,8 +64,8 @@ def lstm_cell(
         `(h', c')` shaped like `hx`. `c'` is kept in at least float32.
 
     Raises:
-        ValueError: a shape does not match the parameters, or hx is not a pair.
-        TypeError: x is not floating point.
+        ValueError: a shape does not match the parameters.
+        TypeError: x is not floating point, or hx is not a pair.
 
     Example:
         >>> p = {"weight_ih": jnp.ones((8, 3)), "weight_hh": jnp.ones((8, 2))}
@@ -88,12 +88,7 @@ def lstm_cell(
         h = jnp.zeros((*batch, out_size), dtype)
         c = jnp.zeros((*batch, hidden), state_dtype(dtype))
     else:
-        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-            raise ValueError(
-                f"hx must be a pair (h, c), got {type(hx).__name__}"
-                + (f" of length {len(hx)}" if isinstance(hx, (tuple, list)) else "")
-            )
-        h, c = jnp.asarray(hx[0]), jnp.asarray(hx[1])
+        h, c = split_state(hx)
         check_shape("hx[0] (h)", h, (*batch, out_size))
         check_shape("hx[1] (c)", c, (*batch, hidden))
         h, c = h.astype(dtype), c.astype(state_dtype(dtype))

@@ -184,7 +184,7 @@ class LSTMConfig:
                 f"{w_ih} (expected (4H, I)), weight_hh_l0 has shape {w_hh} (expected (4H, H_out))"
             )
         hidden = w_ih[0] // 4
-        proj = tuple(sd["weight_hr_l0"].shape)[0] if "weight_hr_l0" in sd else 0
+        proj = sd["weight_hr_l0"].shape[0] if "weight_hr_l0" in sd else 0
         return cls(
             input_size=int(w_ih[1]),
             hidden_size=int(hidden),

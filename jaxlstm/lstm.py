@@ -12,13 +12,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jaxlstm._checks import check_floating, check_shape, is_concrete
+from jaxlstm._checks import check_floating, check_shape, is_concrete, split_state
 from jaxlstm.cell import state_dtype
 from jaxlstm.config import LSTMConfig, param_names
 from jaxlstm.layer import LayerWeights, lstm_layer
 
-__all__ = ["check_params", "init_params", "lstm", "split_state"]
+__all__ = ["check_params", "init_params", "lstm"]
 
 Array = jax.Array
 
@@ -77,19 +78,6 @@ def check_params(params: Mapping[str, Any], expected: Mapping[str, tuple[int, ..
         raise ValueError(f"{what} do not match the configuration: " + ", ".join(problems))
 
 
-def split_state(hx: Any, name: str = "hx") -> tuple[Array, Array]:
-    """Returns `(h, c)` from a state pair, the one place a state is indexed by position.
-
-    Raises:
-        TypeError: `hx` is not a tuple or list of two arrays.
-    """
-    if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-        got = type(hx).__name__ + (f" of length {len(hx)}" if isinstance(hx, (tuple, list)) else "")
-        raise TypeError(f"{name} must be a tuple (h_0, c_0) of two arrays, got {got}")
-    h, c = hx
-    return jnp.asarray(h), jnp.asarray(c)
-
-
 def _check_seq_lengths(seq_lengths: Any, batch: int, steps: int, batched: bool) -> Array:
     lengths = jnp.asarray(seq_lengths)
     if not jnp.issubdtype(lengths.dtype, jnp.integer):
@@ -100,7 +88,10 @@ def _check_seq_lengths(seq_lengths: Any, batch: int, steps: int, batched: bool) 
     elif lengths.shape not in ((), (1,)):
         raise ValueError(f"seq_lengths for unbatched input must be a scalar, got shape {lengths.shape}")
     if is_concrete(seq_lengths):
-        lo, hi = int(lengths.min()), int(lengths.max())
+        # Read the values with numpy: under jit even a constant becomes a tracer once it has
+        # gone through jnp (so `lengths.min()` could not be converted to an int).
+        values = np.asarray(seq_lengths)
+        lo, hi = int(values.min()), int(values.max())
         if lo < 1 or hi > steps:
             raise ValueError(
                 f"seq_lengths must be in [1, T={steps}], got values from {lo} to {hi}"

@@ -243,7 +243,7 @@ def torch_state_dict(model: Any) -> dict[str, np.ndarray]:
 
     if not isinstance(model, _TorchParams):
         raise TypeError(f"model must be a jaxlstm.LSTM or jaxlstm.LSTMCell, got {type(model).__name__}")
-    return {k: np.asarray(v) for k, v in model.params.items()}
+    return {k: np.array(v) for k, v in model.params.items()}  # copies: writable, as torch.from_numpy wants
 
 
 def from_torch(module: Any, *, rngs: Any = None) -> Any:

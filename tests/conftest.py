@@ -37,3 +37,29 @@ def assert_close(actual, expected, dtype: str = "float32", what: str = "") -> No
         err_msg=what,
         **TOLERANCES[dtype],
     )
+
+
+# Hypothesis profiles for the randomized tests (tests/test_random_equivalence.py): `ci` is the
+# default, small and derandomized so CI is reproducible; `HYPOTHESIS_PROFILE=thorough` draws
+# at least 500 fresh examples per test.
+try:
+    import os
+
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile(
+        "ci",
+        max_examples=40,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    settings.register_profile(
+        "thorough",
+        max_examples=600,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+except ImportError:  # hypothesis is a test extra; tests that need it skip themselves
+    pass

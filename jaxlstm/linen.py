@@ -1,0 +1,346 @@
+"""`jaxlstm.linen.LSTM` and `jaxlstm.linen.LSTMCell`: thin `flax.linen` modules over the core.
+
+The parameters live in the `params` collection under torch's `state_dict` names
+(`weight_ih_l0`, `bias_hh_l0_reverse`, ..., or `weight_ih`, ... for the cell), with torch's
+shapes and gate order (i, f, g, o). The input size is inferred from the input at `init`.
+The forward pass is `jaxlstm.lstm` / `jaxlstm.lstm_cell`: there is no second implementation.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> model = LSTM(10, num_layers=2, batch_first=True)
+    >>> variables = model.init(jax.random.key(0), jnp.zeros((4, 7, 3)))
+    >>> out, (h_n, c_n) = model.apply(variables, jnp.zeros((4, 7, 3)))
+    >>> out.shape, h_n.shape, variables["params"]["weight_ih_l0"].shape
+    ((4, 7, 10), (2, 4, 10), (40, 3))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlstm.cell import lstm_cell
+from jaxlstm.config import LSTMConfig, require_positive_int
+from jaxlstm.lstm import lstm
+from jaxlstm.torch_io import LoadResult, match_state_dict, read_state_dict, to_numpy
+
+__all__ = ["LSTM", "LSTMCell", "from_torch", "load_torch_state_dict", "torch_state_dict"]
+
+Array = jax.Array
+
+_CELL_ORDER = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def _torch_uniform(hidden_size: int):
+    """Torch's default initialiser, U(-1/√H, 1/√H), as a linen initialiser."""
+    bound = 1.0 / math.sqrt(hidden_size)
+
+    def init(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def cell_param_shapes(input_size: int, hidden_size: int, bias: bool = True) -> dict[str, tuple[int, ...]]:
+    """`{torch name: shape}` of an `nn.LSTMCell`: `weight_ih` `(4H, I)`, `weight_hh` `(4H, H)`,
+    and with bias `bias_ih`, `bias_hh` `(4H,)`."""
+    G = 4 * hidden_size
+    shapes = {"weight_ih": (G, input_size), "weight_hh": (G, hidden_size)}
+    if bias:
+        shapes |= {"bias_ih": (G,), "bias_hh": (G,)}
+    return shapes
+
+
+class LSTM(nn.Module):
+    """`torch.nn.LSTM` as a `flax.linen.Module`; the input size is inferred at `init`.
+
+    Attributes:
+        hidden_size: H.
+        num_layers: L.
+        bias: whether each layer has `bias_ih_l{k}` and `bias_hh_l{k}`.
+        batch_first: input and `out` are `[B, T, *]` (h_n/c_n never are).
+        dropout: rate of dropout on every layer's output but the last's; active when
+            `deterministic` is False, which then needs a `'dropout'` rng.
+        bidirectional: D = 2.
+        proj_size: P > 0 adds `weight_hr_l{k}` `(P, H)` and makes H_out = P.
+        dtype: compute dtype (e.g. `jnp.bfloat16`); None uses the inputs' and parameters'.
+            The cell state c stays in at least float32.
+        param_dtype: dtype of the parameters.
+        deterministic: default for the call argument of the same name (as `nn.Dropout`).
+
+    Raises:
+        TypeError, ValueError: invalid structural arguments (see `LSTMConfig`), at
+            construction.
+
+    Example:
+        >>> model = LSTM(10, dropout=0.5, num_layers=2)
+        >>> x = jnp.zeros((7, 4, 3))
+        >>> variables = model.init(jax.random.key(0), x, deterministic=True)
+        >>> out, _ = model.apply(variables, x, deterministic=False,
+        ...                      rngs={"dropout": jax.random.key(1)})
+        >>> out.shape
+        (7, 4, 10)
+    """
+
+    hidden_size: int
+    num_layers: int = 1
+    _: dataclasses.KW_ONLY
+    bias: bool = True
+    batch_first: bool = False
+    dropout: float = 0.0
+    bidirectional: bool = False
+    proj_size: int = 0
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    deterministic: bool | None = None
+
+    def __post_init__(self) -> None:
+        self.config(1)  # validates the structural arguments now, not at the first call
+        super().__post_init__()
+
+    def config(self, input_size: int) -> LSTMConfig:
+        """The `LSTMConfig` of this module for inputs of `input_size` features."""
+        return LSTMConfig(
+            input_size,
+            self.hidden_size,
+            self.num_layers,
+            bias=self.bias,
+            batch_first=self.batch_first,
+            dropout=self.dropout,
+            bidirectional=self.bidirectional,
+            proj_size=self.proj_size,
+        )
+
+    @nn.compact
+    def __call__(
+        self,
+        x: Array,
+        hx: tuple[Array, Array] | None = None,
+        *,
+        seq_lengths: Array | None = None,
+        deterministic: bool | None = None,
+        unroll: int | None = None,
+    ) -> tuple[Array, tuple[Array, Array]]:
+        """Runs the LSTM; see `jaxlstm.lstm` for every shape.
+
+        Args:
+            x: `[T, B, I]`, `[B, T, I]` with batch_first, or unbatched `[T, I]`.
+            hx: `(h_0 [D*L, B, H_out], c_0 [D*L, B, H])` or None for zeros.
+            seq_lengths: `[B]` integer lengths in [1, T], any order, or None.
+            deterministic: if False, dropout between layers is applied with the `'dropout'`
+                rng. Required (here or as attribute) only when dropout is active
+                (`dropout > 0` and `num_layers > 1`).
+            unroll: scan steps per loop iteration; None picks a default.
+
+        Returns:
+            `(out [T, B, D*H_out], (h_n [D*L, B, H_out], c_n [D*L, B, H]))`.
+
+        Raises:
+            ValueError, TypeError: see `jaxlstm.lstm`; `x` has no feature axis.
+        """
+        x = jnp.asarray(x)
+        if x.ndim == 0:
+            raise ValueError(f"input must be [T, B, I], [B, T, I] or [T, I], got shape {x.shape}")
+        config = self.config(x.shape[-1])
+        init = _torch_uniform(self.hidden_size)
+        params = {
+            name: self.param(name, init, shape, self.param_dtype)
+            for name, shape in config.param_shapes().items()
+        }
+        key = None
+        if config.dropout > 0 and config.num_layers > 1:
+            if not nn.merge_param("deterministic", self.deterministic, deterministic):
+                key = self.make_rng("dropout")
+        if self.dtype is not None:
+            params = {k: v.astype(self.dtype) for k, v in params.items()}
+            x = x.astype(self.dtype)
+        return lstm(params, x, hx, config=config, seq_lengths=seq_lengths, dropout_key=key, unroll=unroll)
+
+
+class LSTMCell(nn.Module):
+    """`torch.nn.LSTMCell` as a `flax.linen.Module`; the input size is inferred at `init`.
+
+    Attributes:
+        hidden_size: H.
+        bias: whether the cell has `bias_ih` and `bias_hh` `(4H,)`.
+        dtype: compute dtype; None uses the inputs' and parameters'.
+        param_dtype: dtype of the parameters.
+
+    Raises:
+        TypeError, ValueError: hidden_size is not a positive int or bias not a bool.
+
+    Example:
+        >>> cell = LSTMCell(20)
+        >>> variables = cell.init(jax.random.key(0), jnp.zeros((3, 10)))
+        >>> h, c = cell.apply(variables, jnp.zeros((3, 10)))
+        >>> h.shape, c.shape
+        ((3, 20), (3, 20))
+    """
+
+    hidden_size: int
+    _: dataclasses.KW_ONLY
+    bias: bool = True
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    def __post_init__(self) -> None:
+        require_positive_int("hidden_size", self.hidden_size)
+        if not isinstance(self.bias, bool):
+            raise TypeError(f"bias must be a bool, got {self.bias!r} of type {type(self.bias).__name__}")
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, x: Array, hx: tuple[Array, Array] | None = None) -> tuple[Array, Array]:
+        """One step: `x` `[B, I]` (or `[I]`), `hx` `(h [B, H], c [B, H])` or None -> `(h', c')`.
+
+        Raises:
+            ValueError, TypeError: see `jaxlstm.lstm_cell`.
+        """
+        x = jnp.asarray(x)
+        if x.ndim == 0:
+            raise ValueError(f"x must be [B, I] or unbatched [I], got shape {x.shape}")
+        init = _torch_uniform(self.hidden_size)
+        shapes = cell_param_shapes(x.shape[-1], self.hidden_size, self.bias)
+        params = {name: self.param(name, init, shape, self.param_dtype) for name, shape in shapes.items()}
+        if self.dtype is not None:
+            params = {k: v.astype(self.dtype) for k, v in params.items()}
+            x = x.astype(self.dtype)
+        return lstm_cell(params, x, hx)
+
+
+def _split_variables(variables: Mapping[str, Any], what: str) -> tuple[dict[str, Any], bool]:
+    """`(params, wrapped)`: the torch-named params, and whether they sat under `"params"`."""
+    if not isinstance(variables, Mapping):
+        raise TypeError(f"{what} must be a linen variables dict, got {type(variables).__name__}")
+    wrapped = "params" in variables
+    params = dict(variables["params"]) if wrapped else dict(variables)
+    bad = [k for k, v in params.items() if not hasattr(v, "shape")]
+    if bad or not ("weight_ih_l0" in params or "weight_ih" in params):
+        raise ValueError(
+            f"{what} must hold jaxlstm.linen parameters under torch names (e.g. 'weight_ih_l0' or "
+            f"'weight_ih'), as `{{'params': {{...}}}}` or the params dict itself; got keys "
+            f"{sorted(params)[:6]}"
+        )
+    return params, wrapped
+
+
+def _torch_order(names: Mapping[str, Any]) -> list[str]:
+    """The names of `names` in torch's `state_dict` order."""
+    if "weight_ih_l0" in names:
+        order = list(LSTMConfig.from_state_dict(names).param_shapes())
+    else:
+        order = list(_CELL_ORDER)
+    return [n for n in order if n in names] + [n for n in names if n not in order]
+
+
+def load_torch_state_dict(
+    variables: Mapping[str, Any],
+    state_dict_or_path: Mapping[str, Any] | str | os.PathLike,
+    *,
+    prefix: str = "",
+    strict: bool = True,
+) -> tuple[dict[str, Any], LoadResult]:
+    """Returns `variables` with their parameters replaced by a torch state_dict's.
+
+    The linen counterpart of `jaxlstm.load_torch_state_dict`: linen parameters are immutable
+    pytrees, so a new tree is returned. Shapes and dtypes come from `variables` (e.g. the
+    result of `model.init`); values are cast to the existing dtypes.
+
+    Args:
+        variables: `{"params": {torch name: array}}` of a `jaxlstm.linen.LSTM`/`LSTMCell`,
+            or the params dict itself.
+        state_dict_or_path: a dict of torch tensors or numpy arrays, a `.pt`/`.pth` file
+            (read with `weights_only=True`) or a `.safetensors` file.
+        prefix: the submodule's key prefix in a whole model's state_dict, e.g. `"lstm."`.
+        strict: if True, missing or unexpected keys are errors; if False, missing parameters
+            keep their values in `variables`.
+
+    Returns:
+        `(new_variables, LoadResult(missing_keys, unexpected_keys))`, `new_variables` shaped
+        like `variables` (other collections are kept).
+
+    Raises:
+        TypeError: `variables` or `state_dict_or_path` has the wrong type.
+        ValueError: keys or shapes do not match (all problems in one message); a bad file.
+        FileNotFoundError: the path does not exist.
+
+    Example:
+        >>> variables = LSTM(10).init(jax.random.key(0), jnp.zeros((5, 2, 3)))
+        >>> variables, _ = load_torch_state_dict(variables, torch_lstm.state_dict())  # doctest: +SKIP
+    """
+    params, wrapped = _split_variables(variables, "variables")
+    if isinstance(state_dict_or_path, (str, os.PathLike)):
+        state_dict = read_state_dict(state_dict_or_path)
+    elif isinstance(state_dict_or_path, Mapping):
+        state_dict = state_dict_or_path
+    else:
+        raise TypeError(
+            "state_dict_or_path must be a mapping of tensors or a file path, got "
+            f"{type(state_dict_or_path).__name__}"
+        )
+    shapes = {k: tuple(v.shape) for k, v in params.items()}
+    values, result = match_state_dict(state_dict, shapes, prefix=prefix, strict=strict)
+    new_params = {k: jnp.asarray(values[k], dtype=v.dtype) if k in values else v for k, v in params.items()}
+    if not wrapped:
+        return new_params, result
+    return {**variables, "params": new_params}, result
+
+
+def torch_state_dict(variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The parameters of a `jaxlstm.linen` module as `{torch name: np.ndarray}`, torch's order.
+
+    `torch_module.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})` accepts it.
+
+    Args:
+        variables: `{"params": {torch name: array}}` or the params dict itself.
+
+    Raises:
+        TypeError, ValueError: `variables` is not a jaxlstm.linen parameter tree.
+    """
+    params, _ = _split_variables(variables, "variables")
+    return {k: to_numpy(params[k]) for k in _torch_order(params)}
+
+
+def from_torch(module: Any) -> tuple[nn.Module, dict[str, Any]]:
+    """A `jaxlstm.linen` module and its variables equal to a `torch.nn.LSTM`/`LSTMCell`.
+
+    Args:
+        module: the torch module; its weights' dtype becomes `param_dtype`.
+
+    Returns:
+        `(model, {"params": {torch name: array}})`.
+
+    Raises:
+        TypeError: `module` is neither an `nn.LSTM` nor an `nn.LSTMCell`.
+
+    Example:
+        >>> model, variables = from_torch(torch.nn.LSTM(3, 5, num_layers=2))  # doctest: +SKIP
+        >>> out, (h_n, c_n) = model.apply(variables, x)  # doctest: +SKIP
+    """
+    import torch
+
+    if isinstance(module, torch.nn.LSTM):
+        model: nn.Module = LSTM(
+            module.hidden_size,
+            module.num_layers,
+            bias=module.bias,
+            batch_first=module.batch_first,
+            dropout=float(module.dropout),
+            bidirectional=module.bidirectional,
+            proj_size=module.proj_size,
+            param_dtype=to_numpy(module.weight_ih_l0[:0]).dtype,
+        )
+    elif isinstance(module, torch.nn.LSTMCell):
+        model = LSTMCell(module.hidden_size, bias=module.bias, param_dtype=to_numpy(module.weight_ih[:0]).dtype)
+    else:
+        raise TypeError(f"module must be a torch.nn.LSTM or torch.nn.LSTMCell, got {type(module).__name__}")
+    sd = {k: to_numpy(v) for k, v in module.state_dict().items()}
+    return model, {"params": {k: jnp.asarray(sd[k]) for k in _torch_order(sd)}}

@@ -1,0 +1,146 @@
+"""jaxlstm.LSTM against torch.nn.LSTM: outputs, final states and every gradient.
+
+The grid is num_layers × bias × batch_first × bidirectional × proj_size × hx × seq_lengths in
+float32, a corner subset in float64, and unbatched input. The loss is a fixed random linear
+functional of (out, h_n, c_n), so every output element feeds every gradient.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import numpy as np
+import pytest
+
+import jaxlstm
+from tests.conftest import assert_close, precision
+
+torch = pytest.importorskip("torch")
+
+T, B, I, H, P = 5, 3, 4, 6, 3
+LENGTHS = np.array([5, 2, 4])  # unsorted, one full-length, one short
+
+
+def _grid():
+    for layers, bias, bf, bidir, proj, use_hx, use_len in itertools.product(
+        (1, 2, 3), (True, False), (False, True), (False, True), (0, P), (False, True), (False, True)
+    ):
+        cfg = dict(num_layers=layers, bias=bias, batch_first=bf, bidirectional=bidir, proj_size=proj)
+        ident = (
+            f"L{layers}-{'bias' if bias else 'nobias'}-{'bf' if bf else 'tm'}-{'bi' if bidir else 'uni'}"
+            f"-p{proj}-{'hx' if use_hx else 'nohx'}-{'len' if use_len else 'full'}"
+        )
+        yield pytest.param(cfg, use_hx, use_len, id=ident)
+
+
+def _torch_run(module, x, hx, lengths, weights):
+    """Runs torch on numpy inputs; returns outputs and grads as numpy, by torch name."""
+    tx = torch.tensor(x, requires_grad=True)
+    thx = None if hx is None else tuple(torch.tensor(a, requires_grad=True) for a in hx)
+    if lengths is None:
+        out, (h_n, c_n) = module(tx, thx)
+    else:
+        packed = torch.nn.utils.rnn.pack_padded_sequence(
+            tx, torch.tensor(lengths), batch_first=module.batch_first, enforce_sorted=False
+        )
+        out, (h_n, c_n) = module(packed, thx)
+        total = x.shape[1] if module.batch_first else x.shape[0]
+        out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=module.batch_first, total_length=total)
+    loss = sum((a * torch.tensor(w)).sum() for a, w in zip((out, h_n, c_n), weights, strict=True))
+    module.zero_grad()
+    loss.backward()
+    grads = {name: p.grad.numpy() for name, p in module.named_parameters()}
+    grads["input"] = tx.grad.numpy()
+    if thx is not None:
+        grads["h_0"], grads["c_0"] = (a.grad.numpy() for a in thx)
+    return (out.detach().numpy(), h_n.detach().numpy(), c_n.detach().numpy()), grads
+
+
+def _jax_run(model, x, hx, lengths, weights):
+    config = model.config
+
+    def loss_fn(params, x, hx):
+        out, (h_n, c_n) = jaxlstm.lstm(params, x, hx, config=config, seq_lengths=lengths)
+        loss = sum((a * w).sum() for a, w in zip((out, h_n, c_n), weights, strict=True))
+        return loss, (out, h_n, c_n)
+
+    argnums = (0, 1) if hx is None else (0, 1, 2)
+    grads, outs = jax.jit(jax.grad(loss_fn, argnums=argnums, has_aux=True))(model.params, x, hx)
+    named = dict(grads[0])
+    named["input"] = grads[1]
+    if hx is not None:
+        named["h_0"], named["c_0"] = grads[2]
+    return outs, named
+
+
+def _compare(kwargs, use_hx, use_len, dtype, unbatched=False):
+    torch_dtype = getattr(torch, dtype)
+    torch.manual_seed(0)
+    module = torch.nn.LSTM(I, H, **kwargs).to(torch_dtype)
+    model = jaxlstm.from_torch(module)
+    rng = np.random.default_rng(1)
+    D = 2 if kwargs.get("bidirectional") else 1
+    L = kwargs.get("num_layers", 1)
+    h_out = kwargs.get("proj_size") or H
+    batch_shape = () if unbatched else (B,)
+    x_shape = (T, *batch_shape, I)
+    if kwargs.get("batch_first") and not unbatched:
+        x_shape = (B, T, I)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    hx = None
+    if use_hx:
+        hx = (
+            rng.standard_normal((D * L, *batch_shape, h_out)).astype(dtype),
+            rng.standard_normal((D * L, *batch_shape, H)).astype(dtype),
+        )
+    lengths = LENGTHS if use_len else None
+    out_shape = (*x_shape[:-1], D * h_out)
+    weights = (
+        rng.standard_normal(out_shape).astype(dtype),
+        rng.standard_normal((D * L, *batch_shape, h_out)).astype(dtype),
+        rng.standard_normal((D * L, *batch_shape, H)).astype(dtype),
+    )
+    t_outs, t_grads = _torch_run(module, x, hx, lengths, weights)
+    j_outs, j_grads = _jax_run(model, x, hx, lengths, weights)
+    for name, t, j in zip(("out", "h_n", "c_n"), t_outs, j_outs, strict=True):
+        assert j.shape == t.shape, f"{name}: shape {j.shape} != torch {t.shape}"
+        assert_close(j, t, dtype, what=name)
+    assert set(j_grads) == set(t_grads)
+    for name, t in t_grads.items():
+        assert_close(j_grads[name], t, dtype, what=f"d loss / d {name}")
+
+
+@pytest.mark.parametrize(("kwargs", "use_hx", "use_len"), list(_grid()))
+def test_grid_float32(kwargs, use_hx, use_len):
+    with precision("float32"):
+        _compare(kwargs, use_hx, use_len, "float32")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "use_hx", "use_len"),
+    [
+        pytest.param(dict(), False, False, id="plain"),
+        pytest.param(dict(num_layers=2, bidirectional=True, proj_size=P, batch_first=True), True, True, id="everything"),
+        pytest.param(dict(num_layers=3, bias=False), True, False, id="L3-nobias-hx"),
+        pytest.param(dict(num_layers=2, bidirectional=True), False, True, id="L2-bi-len"),
+    ],
+)
+def test_float64(kwargs, use_hx, use_len):
+    with precision("float64"):
+        _compare(kwargs, use_hx, use_len, "float64")
+
+
+@pytest.mark.parametrize("use_hx", [False, True], ids=["nohx", "hx"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        pytest.param(dict(), id="plain"),
+        pytest.param(dict(num_layers=2, bidirectional=True, proj_size=P), id="L2-bi-proj"),
+        pytest.param(dict(batch_first=True), id="batch_first-ignored"),
+    ],
+)
+def test_unbatched(kwargs, use_hx):
+    with precision("float32"):
+        _compare(kwargs, use_hx, False, "float32", unbatched=True)
+
