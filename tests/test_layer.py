@@ -20,7 +20,7 @@ from jaxlstm import LSTMConfig, init_params, lstm
 from tests.conftest import assert_close, precision
 from tests.reference import reference_lstm
 
-T, B, I, H = 4, 2, 3, 4  # noqa: E741 (the shape vocabulary's names)
+T, B, I, H = 4, 2, 3, 4
 
 # (id, LSTMConfig kwargs, seq_lengths or None); lengths span 1 to T, in either order.
 CASES = [
