@@ -143,9 +143,13 @@ def lstm(
         dropout_key: a PRNG key enabling dropout of rate `config.dropout` on the outputs of
             every layer but the last (training mode); None disables dropout.
         unroll: scan steps per loop iteration; None picks a default for the backend.
-        custom_vjp: differentiate with the layer's hand-written backward pass (faster;
-            reverse mode of any order). False uses autodiff of the plain scan, which also
-            supports forward mode (`jax.jvp`, `jax.jacfwd`, `jax.hessian`).
+        custom_vjp: differentiate with the layer's hand-written backward pass (True, the
+            default; 1.1–1.7× faster fwd+bwd on CPU). It supports every derivative that
+            starts with reverse mode: `jax.grad` of `jax.grad`, Hessian-vector products as
+            `jax.jvp` of `jax.grad`, and `jax.hessian`. Plain forward mode of `lstm` itself
+            (`jax.jvp`, `jax.jacfwd`, `jax.linearize`) raises `TypeError: can't apply
+            forward-mode autodiff (jvp) to a custom_vjp function`; pass False for it, which
+            differentiates the plain scan (every mode, slower reverse mode).
 
     Returns:
         `(out, (h_n, c_n))`: `out` `[T, B, D*H_out]` (batch-first: `[B, T, D*H_out]`;
