@@ -94,6 +94,8 @@ CONFIGS: dict[str, BenchConfig] = {
         BenchConfig("deepbench", 128, 25, 1024, 1024, 1, False, compute_bound=True),
     ]
 }
+# Left out of the default on CPU: ~3.3 TFLOP per fwd+bwd call, over a minute at ~50 GFLOP/s.
+CPU_SKIPPED = ("large",)
 MODES = ("fwd", "fwd+bwd")
 IMPLS = ("jaxlstm", "torch", "torch-1t", "flax", "jax.experimental.rnn")
 TORCH_IMPLS = ("torch", "torch-1t")
@@ -214,12 +216,14 @@ def _jax_runner(apply: Callable[[Any, jax.Array], jax.Array], params: Any, x: ja
     return (lambda: compiled(params, x)), compile_s
 
 
-def build_jaxlstm(cfg: BenchConfig, precision: str, mode: str, unroll: int | None = None):
+def build_jaxlstm(
+    cfg: BenchConfig, precision: str, mode: str, unroll: int | None = None, custom_vjp: bool = True
+):
     config = LSTMConfig(cfg.input_size, cfg.hidden, num_layers=cfg.layers, bidirectional=cfg.bidirectional)
     dtype = _jax_dtype(precision)
     params = init_params(jax.random.key(0), config, dtype)
     x = jax.random.normal(jax.random.key(1), (cfg.steps, cfg.batch, cfg.input_size), dtype)
-    apply = lambda p, x: lstm(p, x, config=config, unroll=unroll)[0]  # noqa: E731
+    apply = lambda p, x: lstm(p, x, config=config, unroll=unroll, custom_vjp=custom_vjp)[0]  # noqa: E731
     return (*_jax_runner(apply, params, x, mode), _jax_sync)
 
 
@@ -432,7 +436,9 @@ def environment(precision: str) -> dict[str, Any]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m experiments.benchmark", description=__doc__.splitlines()[0])
-    p.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, from {list(CONFIGS)}")
+    p.add_argument("--configs", default=None,
+                   help=f"comma-separated, from {list(CONFIGS)} (default: all on GPU; on CPU all but "
+                        f"{list(CPU_SKIPPED)}, whose fwd+bwd takes over a minute per call there)")
     p.add_argument("--impls", default=",".join(IMPLS), help=f"comma-separated, from {list(IMPLS)}")
     p.add_argument("--modes", default=",".join(MODES), help="comma-separated, from fwd, fwd+bwd")
     p.add_argument("--precision", choices=list(JAX_PRECISION), default="fp32",
@@ -443,11 +449,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--budget", type=float, default=20.0,
                    help="seconds of timed calls per cell after which it stops repeating")
     p.add_argument("--quick", action="store_true", help="smoke test: --repeats 2 --warmup 0 --budget 2")
-    p.add_argument("--unroll", type=int, default=None, help="jaxlstm's unroll (default: its own)")
+    p.add_argument("--unroll", type=int, default=None,
+                   help="jaxlstm's scan unroll (default: jaxlstm.lstm.default_unroll())")
+    p.add_argument("--custom-vjp", action=argparse.BooleanOptionalAction, default=True,
+                   help="jaxlstm's hand-written backward pass (--no-custom-vjp: autodiff of the scan)")
     p.add_argument("--json", default="benchmark.json", help="where to write the results as JSON")
     args = p.parse_args(argv)
     if args.quick:
         args.repeats, args.warmup, args.budget = 2, 0, 2.0
+    if args.configs is None:
+        on_cpu = jax.default_backend() == "cpu"
+        args.configs = ",".join(c for c in CONFIGS if not (on_cpu and c in CPU_SKIPPED))
     for field, allowed in (("configs", CONFIGS), ("impls", IMPLS), ("modes", MODES)):
         values = [v for v in getattr(args, field).split(",") if v]
         bad = [v for v in values if v not in allowed]
@@ -478,7 +490,7 @@ def run_benchmark(args: argparse.Namespace, log: Callable[[str], None]) -> tuple
             try:
                 builder = BUILDERS[impl]
                 if impl == "jaxlstm":
-                    builder = functools.partial(builder, unroll=args.unroll)
+                    builder = functools.partial(builder, unroll=args.unroll, custom_vjp=args.custom_vjp)
                 run, compile_s, sync = builder(cfg, args.precision, mode)
                 first, times = _time_calls(
                     run, sync, warmup=args.warmup, repeats=args.repeats, budget_s=args.budget
