@@ -107,12 +107,23 @@ def _dropout(key: Array, x: Array, rate: float) -> Array:
 
 
 def default_unroll() -> int:
-    """Scan steps per loop iteration used when `unroll=None`.
+    """Scan steps per loop iteration used when `unroll=None`: 1 on CPU, 8 on GPU.
 
-    1 on CPU, where `python -m experiments.benchmark` measured unroll 2 and 4 slower (more
-    code per iteration, no launch overhead to amortise) and slower to compile. 8 on GPU,
-    where unrolling amortises per-iteration kernel launches (the issue's baseline; not
-    re-measured here).
+    CPU (2 cores, fp32, `experiments/benchmark.py` configs, ms medians from one process, two
+    rounds each; the machine was shared, so only differences beyond ~20% mean anything):
+
+    | config, mode    | unroll 1   | unroll 2   | unroll 4   | compile s (1 / 2 / 4) |
+    |-----------------|------------|------------|------------|-----------------------|
+    | digits fwd      | 21, 21     | 23, 22     | 25, 23     | 0.4 / 0.5 / 0.8       |
+    | digits fwd+bwd  | 56, 61     | 75, 80     | 43, 104    | 1.0 / 2.2 / 3.0       |
+    | bidir fwd       | 660, 633   | 606, 686   | 710, 604   | 0.8 / 0.8 / 1.1       |
+    | bidir fwd+bwd   | 1529, 1738 | 1736, 1683 | 1508, 1577 | 2.3 / 3.8 / 5.9       |
+
+    Unrolling gives no consistent gain there (XLA:CPU has no per-iteration launch cost to
+    amortise; each step's matmul dominates) but multiplies compile time by up to 2.5, which
+    on a loaded machine brought the 2-layer bidirectional fwd+bwd to 8-9 s at unroll 4
+    against 4 s at 1. On GPU, unrolling amortises per-iteration kernel launches; 8 is the
+    issue's measured baseline there (not re-measured in this CPU-only work).
     """
     return 8 if jax.default_backend() == "gpu" else 1
 
