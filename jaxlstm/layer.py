@@ -90,10 +90,10 @@ def lstm_layer(
             derivative that starts with reverse mode, see the module docstring); False
             differentiates the plain scan (plain forward mode works too).
         fuse_directions: run both directions of a bidirectional layer in one scan (T
-            sequential steps, not 2T). None: on GPU, where the two directions' kernels
-            overlap, but not on CPU, where XLA runs a loop body's ops one after another, so
-            one scan saves nothing and measured 0-15% slower than two (see the module
-            docstring).
+            sequential steps, not 2T). None: yes except on CPU. On GPU one iteration
+            issues both directions' work, halving the sequential kernel launches; XLA:CPU
+            runs a loop body's ops one after another, so there one scan saves nothing and
+            measured 0-15% slower than two (see the module docstring).
 
     Returns:
         `(out, h_n, c_n)`: `out` `[T, B, D*H_out]` ([forward, backward] on the feature axis,
