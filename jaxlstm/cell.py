@@ -54,8 +54,31 @@ def _tanh_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Arr
     return y, tangents[0] * ((1 - y) * (1 + y))
 
 
+def split_gates(a: Array) -> tuple[Array, Array, Array, Array]:
+    """The i, f, g, o blocks of the last axis of `[..., 4H]`, each `[..., H]`."""
+    i, f, g, o = jnp.split(a, 4, axis=-1)
+    return i, f, g, o
+
+
+def activate_gates(gates: Array) -> Array:
+    """σ on the i, f, o blocks and tanh on the g block of `[..., 4H]` pre-activations."""
+    i, f, g, o = split_gates(gates)
+    return jnp.concatenate([jax.nn.sigmoid(i), jax.nn.sigmoid(f), tanh(g), jax.nn.sigmoid(o)], axis=-1)
+
+
+def state_update(acts: Array, c: Array) -> tuple[Array, Array]:
+    """`c' = f c + i g`, `h = o tanh(c')` from activated gates `[..., 4H]` and `c` `[..., H]`.
+
+    Returns:
+        `(h, c')`, both `[..., H]` in the dtype of `acts` and `c` (not yet projected).
+    """
+    i, f, g, o = split_gates(acts)
+    c_new = f * c + i * g
+    return o * tanh(c_new), c_new
+
+
 def cell_update(gates: Array, c: Array) -> tuple[Array, Array]:
-    """The gate nonlinearities and state update, shared by the cell and the scanned layer.
+    """The gate nonlinearities and state update of one step, the cell's equations in one place.
 
     Args:
         gates: `[..., 4H]` pre-activations `W_ih x + b_ih + W_hh h + b_hh`, blocks i, f, g, o.
@@ -65,9 +88,7 @@ def cell_update(gates: Array, c: Array) -> tuple[Array, Array]:
         `(h, c')`: `h` `[..., H]` in the gates' dtype (not yet projected), `c'` `[..., H]` in
         c's dtype.
     """
-    i, f, g, o = jnp.split(gates.astype(c.dtype), 4, axis=-1)
-    c_new = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * tanh(g)
-    h = jax.nn.sigmoid(o) * tanh(c_new)
+    h, c_new = state_update(activate_gates(gates.astype(c.dtype)), c)
     return h.astype(gates.dtype), c_new
 
 

@@ -128,6 +128,7 @@ class LSTM(nn.Module):
         seq_lengths: Array | None = None,
         deterministic: bool | None = None,
         unroll: int | None = None,
+        custom_vjp: bool = True,
     ) -> tuple[Array, tuple[Array, Array]]:
         """Runs the LSTM; see `jaxlstm.lstm` for every shape.
 
@@ -139,6 +140,8 @@ class LSTM(nn.Module):
                 rng. Required (here or as attribute) only when dropout is active
                 (`dropout > 0` and `num_layers > 1`).
             unroll: scan steps per loop iteration; None picks a default.
+            custom_vjp: differentiate with the hand-written backward pass (False: autodiff
+                of the plain scan, needed for plain forward mode); see `jaxlstm.lstm`.
 
         Returns:
             `(out [T, B, D*H_out], (h_n [D*L, B, H_out], c_n [D*L, B, H]))`.
@@ -162,7 +165,10 @@ class LSTM(nn.Module):
         if self.dtype is not None:
             params = {k: v.astype(self.dtype) for k, v in params.items()}
             x = x.astype(self.dtype)
-        return lstm(params, x, hx, config=config, seq_lengths=seq_lengths, dropout_key=key, unroll=unroll)
+        return lstm(
+            params, x, hx, config=config, seq_lengths=seq_lengths, dropout_key=key, unroll=unroll,
+            custom_vjp=custom_vjp,
+        )
 
 
 class LSTMCell(nn.Module):

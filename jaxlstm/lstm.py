@@ -142,8 +142,25 @@ def _dropout(key: Array, x: Array, rate: float) -> Array:
 
 
 def default_unroll() -> int:
-    """Scan steps per loop iteration used when `unroll=None`."""
-    return 1
+    """Scan steps per loop iteration used when `unroll=None`: 1 on CPU, 8 on GPU.
+
+    CPU (2 cores, fp32, `experiments/benchmark.py` configs, ms medians from one process, two
+    rounds each; the machine was shared, so only differences beyond ~20% mean anything):
+
+    | config, mode    | unroll 1   | unroll 2   | unroll 4   | compile s (1 / 2 / 4) |
+    |-----------------|------------|------------|------------|-----------------------|
+    | digits fwd      | 21, 21     | 23, 22     | 25, 23     | 0.4 / 0.5 / 0.8       |
+    | digits fwd+bwd  | 56, 61     | 75, 80     | 43, 104    | 1.0 / 2.2 / 3.0       |
+    | bidir fwd       | 660, 633   | 606, 686   | 710, 604   | 0.8 / 0.8 / 1.1       |
+    | bidir fwd+bwd   | 1529, 1738 | 1736, 1683 | 1508, 1577 | 2.3 / 3.8 / 5.9       |
+
+    Unrolling gives no consistent gain there (XLA:CPU has no per-iteration launch cost to
+    amortise; each step's matmul dominates) but multiplies compile time by up to 2.5, which
+    on a loaded machine brought the 2-layer bidirectional fwd+bwd to 8-9 s at unroll 4
+    against 4 s at 1. On GPU, unrolling amortises per-iteration kernel launches; 8 is the
+    issue's measured baseline there (not re-measured in this CPU-only work).
+    """
+    return 8 if jax.default_backend() == "gpu" else 1
 
 
 def lstm(
@@ -155,6 +172,7 @@ def lstm(
     seq_lengths: Array | None = None,
     dropout_key: Array | None = None,
     unroll: int | None = None,
+    custom_vjp: bool = True,
 ) -> tuple[Array, tuple[Array, Array]]:
     """The forward pass of `torch.nn.LSTM`, as a pure function.
 
@@ -171,6 +189,13 @@ def lstm(
         dropout_key: a PRNG key enabling dropout of rate `config.dropout` on the outputs of
             every layer but the last (training mode); None disables dropout.
         unroll: scan steps per loop iteration; None picks a default for the backend.
+        custom_vjp: differentiate with the layer's hand-written backward pass (True, the
+            default; 1.1–1.7× faster fwd+bwd on CPU). It supports every derivative that
+            starts with reverse mode: `jax.grad` of `jax.grad`, Hessian-vector products as
+            `jax.jvp` of `jax.grad`, and `jax.hessian`. Plain forward mode of `lstm` itself
+            (`jax.jvp`, `jax.jacfwd`, `jax.linearize`) raises `TypeError: can't apply
+            forward-mode autodiff (jvp) to a custom_vjp function`; pass False for it, which
+            differentiates the plain scan (every mode, slower reverse mode).
 
     Returns:
         `(out, (h_n, c_n))`: `out` `[T, B, D*H_out]` (batch-first: `[B, T, D*H_out]`;
@@ -273,7 +298,9 @@ def lstm(
             ),
             w_hr=stack("weight_hr") if config.proj_size > 0 else None,
         )
-        layer_input, h_k, c_k = lstm_layer(weights, layer_input, h0[k], c0[k], mask=mask, unroll=unroll)
+        layer_input, h_k, c_k = lstm_layer(
+            weights, layer_input, h0[k], c0[k], mask=mask, unroll=unroll, custom_vjp=custom_vjp
+        )
         h_n.append(h_k)
         c_n.append(c_k)
         if k < config.num_layers - 1 and dropout_key is not None and config.dropout > 0:

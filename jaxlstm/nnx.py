@@ -138,6 +138,7 @@ class LSTM(_TorchParams):
         *,
         seq_lengths: Array | None = None,
         unroll: int | None = None,
+        custom_vjp: bool = True,
     ) -> tuple[Array, tuple[Array, Array]]:
         """Runs the LSTM; see `jaxlstm.lstm` for every shape.
 
@@ -146,6 +147,8 @@ class LSTM(_TorchParams):
             hx: `(h_0 [D*L, B, H_out], c_0 [D*L, B, H])` or None for zeros.
             seq_lengths: `[B]` integer lengths in [1, T], any order, or None.
             unroll: scan steps per loop iteration; None picks a default.
+            custom_vjp: differentiate with the hand-written backward pass (False: autodiff
+                of the plain scan, needed for plain forward mode); see `jaxlstm.lstm`.
 
         Returns:
             `(out [T, B, D*H_out], (h_n [D*L, B, H_out], c_n [D*L, B, H]))`.
@@ -157,7 +160,10 @@ class LSTM(_TorchParams):
         if not self.deterministic and self.dropout_rngs is not None:
             key = self.dropout_rngs()
         params, x = self._compute_inputs(x)
-        return lstm(params, x, hx, config=self.config, seq_lengths=seq_lengths, dropout_key=key, unroll=unroll)
+        return lstm(
+            params, x, hx, config=self.config, seq_lengths=seq_lengths, dropout_key=key, unroll=unroll,
+            custom_vjp=custom_vjp,
+        )
 
 
 class LSTMCell(_TorchParams):

@@ -1,0 +1,221 @@
+"""The fast layer paths against the plain reference (`lstm_cell` in Python loops).
+
+Every path `lstm()` can take — the custom VJP (default), autodiff of the plain scan, and
+unrolled scans — must give the reference's outputs and gradients with respect to the
+parameters, the input and both initial states, to float32 and float64 tolerance, including
+variable lengths, projection, bidirectional and stacked layers.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxlstm import LSTMConfig, init_params, lstm
+from tests.conftest import assert_close, precision
+from tests.reference import reference_lstm
+
+T, B, I, H = 4, 2, 3, 4
+
+# (id, LSTMConfig kwargs, seq_lengths or None); lengths span 1 to T, in either order.
+CASES = [
+    ("uni-lengths", {}, (2, 4)),
+    ("nobias-2layer", {"bias": False, "num_layers": 2}, None),
+    ("bidir", {"bidirectional": True}, None),
+    ("bidir-2layer-lengths", {"bidirectional": True, "num_layers": 2}, (1, 4)),
+    ("proj-2layer-lengths", {"proj_size": 2, "num_layers": 2}, (4, 3)),
+    ("proj-bidir-lengths", {"proj_size": 3, "bidirectional": True}, (3, 1)),
+]
+CASE_IDS = [c[0] for c in CASES]
+
+
+def _grid(path_id, path_kwargs, case_ids, dtypes):
+    return [
+        pytest.param(c, path_kwargs, d, id=f"{path_id}-{c}-{d}") for c in case_ids for d in dtypes
+    ]
+
+
+# Every case on the default path (custom VJP); float64, the autodiff fallback and an unroll
+# that does not divide T on the cases with the most structure (compiles dominate CI time).
+GRID = (
+    _grid("custom_vjp", {}, CASE_IDS, ["float32"])
+    + _grid("custom_vjp", {}, ["bidir-2layer-lengths", "proj-bidir-lengths"], ["float64"])
+    + _grid("autodiff", {"custom_vjp": False}, ["bidir-2layer-lengths"], ["float32"])
+    + _grid("autodiff", {"custom_vjp": False}, ["proj-bidir-lengths"], ["float64"])
+    + _grid("unroll3", {"unroll": 3}, ["bidir-2layer-lengths"], ["float32"])
+)
+
+
+def _problem(kwargs, dtype):
+    """Parameters, input, (h0, c0) and output weights for one case, in `dtype`."""
+    config = LSTMConfig(I, H, **kwargs)
+    keys = jax.random.split(jax.random.key(0), 6)
+    params = init_params(keys[0], config, dtype)
+    x = jax.random.normal(keys[1], (T, B, I), dtype)
+    n = config.num_layers * config.num_directions
+    h0 = jax.random.normal(keys[2], (n, B, config.output_size), dtype)
+    c0 = jax.random.normal(keys[3], (n, B, H), dtype)
+    # Random weights on every output so the loss reaches out, h_n and c_n.
+    w_out = jax.random.normal(keys[4], (T, B, config.num_directions * config.output_size), dtype)
+    w_c = jax.random.normal(keys[5], (n, B, H), dtype)
+    return config, params, x, (h0, c0), (w_out, w_c)
+
+
+def _outputs_and_grads(fn, weights, params, x, h0, c0, seq_lengths):
+    """`fn`'s outputs and the gradient of a loss on all of them w.r.t. params, x, h0, c0."""
+
+    def loss(p, x, h0, c0):
+        out, (h_n, c_n) = fn(p, x, (h0, c0), seq_lengths=seq_lengths)
+        return jnp.sum(out * weights[0]) + jnp.sum(jnp.sin(h_n)) + jnp.sum(c_n * weights[1]), (out, h_n, c_n)
+
+    grads, outputs = jax.grad(loss, argnums=(0, 1, 2, 3), has_aux=True)(params, x, h0, c0)
+    return outputs, grads
+
+
+@functools.cache
+def _reference(case_id: str, dtype: str):
+    """Reference outputs and gradients, computed once per case and dtype (the slow part)."""
+    _, kwargs, lengths = CASES[CASE_IDS.index(case_id)]
+    with precision(dtype):
+        config, params, x, hx, weights = _problem(kwargs, jnp.dtype(dtype))
+        ref = functools.partial(reference_lstm, config=config)
+        # Jitted: tracing the loops once and compiling beats dispatching every op eagerly.
+        run = jax.jit(lambda p, x, h0, c0: _outputs_and_grads(ref, weights, p, x, h0, c0, lengths))
+        return jax.device_get(run(params, x, *hx))
+
+
+@pytest.mark.parametrize("case_id,path_kwargs,dtype", GRID)
+def test_layer_paths_match_reference(case_id, path_kwargs, dtype):
+    ref_outputs, ref_grads = _reference(case_id, dtype)
+    _, kwargs, lengths = CASES[CASE_IDS.index(case_id)]
+    with precision(dtype):
+        config, params, x, hx, weights = _problem(kwargs, jnp.dtype(dtype))
+        seq_lengths = None if lengths is None else jnp.asarray(lengths)
+        fn = functools.partial(lstm, config=config, **path_kwargs)
+        # seq_lengths is a traced argument, as in a jitted training step.
+        run = jax.jit(lambda p, x, h0, c0, n: _outputs_and_grads(fn, weights, p, x, h0, c0, n))
+        outputs, grads = run(params, x, *hx, seq_lengths)
+    for label, got, want in zip(("out", "h_n", "c_n"), outputs, ref_outputs, strict=True):
+        assert_close(got, want, dtype, label)
+    for name in ref_grads[0]:
+        assert_close(grads[0][name], ref_grads[0][name], dtype, f"d {name}")
+    for label, got, want in zip(("dx", "dh0", "dc0"), grads[1:], ref_grads[1:], strict=True):
+        assert_close(got, want, dtype, label)
+
+
+def test_bidirectional_in_one_scan_matches_one_scan_per_direction():
+    # The grid above runs the backend's default (one scan per direction on CPU); this pins
+    # the other layout of a bidirectional layer to it, outputs and all gradients.
+    from jaxlstm.layer import LayerWeights, lstm_layer
+
+    keys = jax.random.split(jax.random.key(1), 6)
+    weights = LayerWeights(
+        w_ih=jax.random.normal(keys[0], (2, 4 * H, I)),
+        w_hh=jax.random.normal(keys[1], (2, 4 * H, 2)),
+        bias=jax.random.normal(keys[2], (2, 4 * H)),
+        w_hr=jax.random.normal(keys[3], (2, 2, H)),
+    )
+    x = jax.random.normal(keys[4], (T, B, I))
+    h0, c0 = jnp.ones((2, B, 2)), jax.random.normal(keys[5], (2, B, H))
+    mask = jnp.arange(T)[:, None] < jnp.array([3, 1])[None, :]
+
+    def run(fuse):
+        def loss(w, x, h0, c0):
+            out, h_n, c_n = lstm_layer(w, x, h0, c0, mask=mask, fuse_directions=fuse)
+            return jnp.sum(jnp.sin(out)) + jnp.sum(h_n**2) + jnp.sum(c_n), (out, h_n, c_n)
+
+        return jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3), has_aux=True))(weights, x, h0, c0)
+
+    fused, separate = run(True), run(False)
+    for got, want in zip(jax.tree.leaves(fused), jax.tree.leaves(separate), strict=True):
+        assert_close(got, want, "float32", "one scan vs two")
+
+
+def _second_order(config, params, x, seq_lengths, **kwargs):
+    """The gradient w.r.t. x of ‖∂loss/∂params‖²: reverse-over-reverse through the layer."""
+
+    def loss(p, x, n):
+        out, (_, c_n) = lstm(p, x, config=config, seq_lengths=n, **kwargs)
+        return jnp.sum(out**2) + jnp.sum(c_n)
+
+    def grad_norm(x, n):
+        g = jax.grad(loss)(params, x, n)
+        return sum(jnp.sum(v**2) for v in jax.tree.leaves(g))
+
+    return jax.jit(jax.grad(grad_norm))(x, seq_lengths)
+
+
+@pytest.mark.parametrize(
+    "kwargs,lengths", [({"bidirectional": True, "proj_size": 2}, (4, 2))], ids=["bidir-proj-lengths"]
+)
+def test_custom_vjp_second_order_reverse_matches_autodiff(kwargs, lengths):
+    with precision("float64"):
+        config, params, x, _, _ = _problem(kwargs, jnp.float64)
+        seq_lengths = None if lengths is None else jnp.asarray(lengths)
+        fast = _second_order(config, params, x, seq_lengths)
+        plain = _second_order(config, params, x, seq_lengths, custom_vjp=False)
+    assert np.abs(np.asarray(plain)).max() > 0
+    assert_close(fast, plain, "float64", "grad of grad")
+
+
+def test_forward_mode_needs_custom_vjp_off_but_forward_over_reverse_works():
+    with precision("float64"):
+        config, params, x, _, _ = _problem({}, jnp.float64)
+        f = lambda custom: lambda x: lstm(params, x, config=config, custom_vjp=custom)[0]  # noqa: E731
+        _, tangent = jax.jvp(f(False), (x,), (jnp.ones_like(x),))
+        assert tangent.shape == (T, B, H) and bool(jnp.all(jnp.isfinite(tangent)))
+        with pytest.raises(TypeError, match="custom_vjp"):
+            jax.jvp(f(True), (x,), (jnp.ones_like(x),))
+        # A Hessian-vector product (jvp of grad) passes the custom VJP and matches autodiff.
+        hvp = lambda custom: jax.jvp(jax.grad(lambda x: jnp.sum(f(custom)(x) ** 2)), (x,), (x,))[1]  # noqa: E731
+        plain = hvp(False)
+        assert np.abs(np.asarray(plain)).max() > 0
+        assert_close(hvp(True), plain, "float64", "jvp of grad")
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bidir"])
+def test_custom_vjp_padding_nan_does_not_leak(bidirectional):
+    config, params, x, _, _ = _problem({"bidirectional": bidirectional}, jnp.float32)
+    lengths = jnp.array([2, 4])
+    x = jnp.where(jnp.arange(T)[:, None, None] >= lengths[None, :, None], jnp.nan, x)
+
+    def loss(p, x):
+        out, (h_n, c_n) = lstm(p, x, config=config, seq_lengths=lengths)
+        return jnp.sum(out) + jnp.sum(h_n) + jnp.sum(c_n)
+
+    g_params, g_x = jax.grad(loss, argnums=(0, 1))(params, x)
+    assert all(bool(jnp.all(jnp.isfinite(v))) for v in g_params.values())
+    valid = jnp.arange(T)[:, None] < lengths[None, :]
+    assert bool(jnp.all(jnp.isfinite(g_x[valid])))
+    assert bool(jnp.all(g_x[~valid] == 0))
+
+
+def test_bf16_compute_keeps_f32_cell_state_and_tracks_f32():
+    config, params, x, (h0, c0), _ = _problem({"bidirectional": True}, jnp.float32)
+    p16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
+    out32, (_, c32) = lstm(params, x, (h0, c0), config=config)
+    out16, (h16, c16) = lstm(p16, x.astype(jnp.bfloat16), (h0, c0), config=config)
+    assert out16.dtype == h16.dtype == jnp.bfloat16
+    assert c16.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(out16, np.float32), np.asarray(out32), atol=5e-2)
+    np.testing.assert_allclose(np.asarray(c16), np.asarray(c32), atol=5e-2)
+    grads = jax.grad(lambda p: jnp.sum(lstm(p, x.astype(jnp.bfloat16), config=config)[0].astype(jnp.float32)))(p16)
+    assert all(v.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(v))) for v in grads.values())
+
+
+def test_benchmark_smoke_on_sine(tmp_path, capsys):
+    from experiments import benchmark
+
+    path = tmp_path / "bench.json"
+    result = benchmark.main(["--configs", "sine", "--impls", "jaxlstm,torch", "--quick", "--json", str(path)])
+    assert json.loads(path.read_text())["summary"] == result["summary"]
+    cells = {(c["impl"], c["mode"]): c for c in result["cells"]}
+    for mode in benchmark.MODES:
+        assert cells[("jaxlstm", mode)]["median_s"] > 0
+    printed = capsys.readouterr().out
+    assert "sgemm rate" in printed and "| sine | jaxlstm | fwd+bwd |" in printed
