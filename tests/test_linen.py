@@ -202,7 +202,7 @@ def test_linen_from_torch_and_cell():
     cell, cvars = jl.from_torch(tc)
     xc = _input({})[0]
     with torch.no_grad():
-        th, tcs = tc(torch.from_numpy(np.asarray(xc)))
+        th, tcs = tc(torch.from_numpy(np.array(xc)))
     h, c = cell.apply(cvars, xc)
     assert_close(h, th.numpy(), "float32")
     assert_close(c, tcs.numpy(), "float32")
