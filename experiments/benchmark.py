@@ -453,7 +453,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="jaxlstm's scan unroll (default: jaxlstm.lstm.default_unroll())")
     p.add_argument("--custom-vjp", action=argparse.BooleanOptionalAction, default=True,
                    help="jaxlstm's hand-written backward pass (--no-custom-vjp: autodiff of the scan)")
-    p.add_argument("--json", default="benchmark.json", help="where to write the results as JSON")
+    p.add_argument("--json", default="runs/benchmark/benchmark.json", help="where to write the results as JSON")
     args = p.parse_args(argv)
     if args.quick:
         args.repeats, args.warmup, args.budget = 2, 0, 2.0
@@ -548,6 +548,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "summary": summary(cells),
     }
     if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
         log(f"wrote {args.json}")
