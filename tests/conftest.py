@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import jax
 import numpy as np
 import pytest
+
+# The repository root, and the environment for running its modules in a subprocess (this
+# checkout first on the path; no XLA_FLAGS inherited unless given).
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """`os.environ` with ROOT on PYTHONPATH, XLA_FLAGS removed, then `extra` set."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("XLA_FLAGS", None)
+    env.update(extra)
+    return env
+
 
 # Written-out tolerances for comparisons with torch (absolute and relative, per dtype).
 TOLERANCES = {

@@ -28,8 +28,8 @@ from flax import nnx
 
 import jaxlstm
 from experiments import classify, sine, training
+from tests.conftest import ROOT, subprocess_env
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SINE = ["--quick", "--carry-state", "--no-progress", "--no-plots"]  # 12 steps, saves every 4
 DIGITS_DROPOUT = ["--quick", "--num-layers", "2", "--dropout", "0.5", "--no-progress", "--no-plots"]  # 8 steps
 
@@ -66,14 +66,6 @@ def assert_bitwise_equal(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> 
     assert sorted(a) == sorted(b)
     different = [k for k in a if not np.array_equal(a[k], b[k])]
     assert not different, f"arrays differ: {different}"
-
-
-def subprocess_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("XLA_FLAGS", None)
-    env.update(extra)
-    return env
 
 
 @pytest.fixture(scope="module")

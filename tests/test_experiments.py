@@ -17,8 +17,8 @@ import pytest
 from flax import nnx
 
 from experiments import classify, sine, training
+from tests.conftest import ROOT, subprocess_env
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUIET = ["--quick", "--no-progress"]
 SINE_KEYS = {"teacher_forced_mse", "rollout_mse", "train_seconds", "steps"}
 CLASSIFY_KEYS = {"test_accuracy", "train_seconds", "steps"}
@@ -40,14 +40,6 @@ def compilation_cache(tmp_path_factory):
     cc.reset_cache()
     for k, v in saved.items():
         jax.config.update(k, v)
-
-
-def subprocess_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("XLA_FLAGS", None)
-    env.update(extra)
-    return env
 
 
 def assert_png(path: str) -> None:
