@@ -470,19 +470,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
         lr_fn=lambda step: float(schedule(step)),
     )
-    result = training.train(
-        task,
-        steps=args.steps,
-        seed=args.seed,
-        out_dir=args.out_dir,
-        checkpoint_dir=args.checkpoint_dir,
-        save_every=args.save_every,
-        keep=args.keep,
-        resume=args.resume,
-        stop_at=args.stop_at,
-        log_every=args.log_every,
-        progress=not args.no_progress,
-    )
+    result = training.train(task, **training.train_options(args))
     logits = result.evaluate(eval_fn, data["test"])["logits"]
     accuracy, confusion = accuracy_and_confusion(logits, data["test"]["y"], num_classes)
     history = result.history

@@ -268,19 +268,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.warmup_steps < 0:
         raise ValueError(f"--warmup-steps must be >= 0, got {args.warmup_steps}")
     task, _ = make_task(args)
-    result = training.train(
-        task,
-        steps=args.steps,
-        seed=args.seed,
-        out_dir=args.out_dir,
-        checkpoint_dir=args.checkpoint_dir,
-        save_every=args.save_every,
-        keep=args.keep,
-        resume=args.resume,
-        stop_at=args.stop_at,
-        log_every=args.log_every,
-        progress=not args.no_progress,
-    )
+    result = training.train(task, **training.train_options(args))
     windows = eval_windows()
     ev = result.evaluate(eval_fn, {"windows": windows})
     history = result.history

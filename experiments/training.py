@@ -697,6 +697,22 @@ def evaluate(
     return jax.device_get(step(replicate(state, mesh), shard_batch(batch, mesh, require_divisible=False)))
 
 
+def train_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of `train` from the flags of `base_parser` (every experiment's)."""
+    return {
+        "steps": args.steps,
+        "seed": args.seed,
+        "out_dir": args.out_dir,
+        "checkpoint_dir": args.checkpoint_dir,
+        "save_every": args.save_every,
+        "keep": args.keep,
+        "resume": args.resume,
+        "stop_at": args.stop_at,
+        "log_every": args.log_every,
+        "progress": not args.no_progress,
+    }
+
+
 def train(
     task: Task,
     *,
