@@ -30,7 +30,13 @@ import numpy as np
 from jaxlstm.cell import lstm_cell
 from jaxlstm.config import LSTMConfig, require_positive_int
 from jaxlstm.lstm import lstm
-from jaxlstm.torch_io import LoadResult, as_state_dict, match_state_dict, to_numpy
+from jaxlstm.torch_io import (
+    LoadResult,
+    as_state_dict,
+    match_state_dict,
+    to_numpy,
+    torch_lstm_arguments,
+)
 
 __all__ = ["LSTM", "LSTMCell", "from_torch", "load_torch_state_dict", "torch_state_dict"]
 
@@ -326,16 +332,9 @@ def from_torch(module: Any) -> tuple[nn.Module, dict[str, Any]]:
     import torch
 
     if isinstance(module, torch.nn.LSTM):
-        model: nn.Module = LSTM(
-            module.hidden_size,
-            module.num_layers,
-            bias=module.bias,
-            batch_first=module.batch_first,
-            dropout=float(module.dropout),
-            bidirectional=module.bidirectional,
-            proj_size=module.proj_size,
-            param_dtype=to_numpy(module.weight_ih_l0[:0]).dtype,
-        )
+        arguments = torch_lstm_arguments(module)
+        del arguments["input_size"]  # inferred at init
+        model: nn.Module = LSTM(**arguments)
     elif isinstance(module, torch.nn.LSTMCell):
         model = LSTMCell(module.hidden_size, bias=module.bias, param_dtype=to_numpy(module.weight_ih[:0]).dtype)
     else:

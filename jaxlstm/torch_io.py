@@ -24,6 +24,7 @@ __all__ = [
     "read_safetensors",
     "read_state_dict",
     "to_numpy",
+    "torch_lstm_arguments",
     "torch_state_dict",
     "write_safetensors",
 ]
@@ -267,6 +268,26 @@ def torch_state_dict(model: Any) -> dict[str, np.ndarray]:
     return {k: np.array(v) for k, v in model.params.items()}  # copies: writable, as torch.from_numpy wants
 
 
+def torch_lstm_arguments(module: Any) -> dict[str, Any]:
+    """The constructor arguments of a `torch.nn.LSTM`, by the names `jaxlstm.LSTM` takes them.
+
+    Returns:
+        `input_size`, `hidden_size`, `num_layers`, `bias`, `batch_first`, `dropout`,
+        `bidirectional`, `proj_size` and `param_dtype` (the dtype of its weights).
+    """
+    return {
+        "input_size": module.input_size,
+        "hidden_size": module.hidden_size,
+        "num_layers": module.num_layers,
+        "bias": module.bias,
+        "batch_first": module.batch_first,
+        "dropout": float(module.dropout),
+        "bidirectional": module.bidirectional,
+        "proj_size": module.proj_size,
+        "param_dtype": to_numpy(module.weight_ih_l0[:0]).dtype,
+    }
+
+
 def from_torch(module: Any, *, rngs: Any = None) -> Any:
     """A jaxlstm module equal to a `torch.nn.LSTM` or `torch.nn.LSTMCell`, weights included.
 
@@ -290,19 +311,7 @@ def from_torch(module: Any, *, rngs: Any = None) -> Any:
 
     rngs = nnx.Rngs(0) if rngs is None else rngs
     if isinstance(module, torch.nn.LSTM):
-        param_dtype = to_numpy(module.weight_ih_l0[:0]).dtype
-        model = LSTM(
-            module.input_size,
-            module.hidden_size,
-            module.num_layers,
-            bias=module.bias,
-            batch_first=module.batch_first,
-            dropout=float(module.dropout),
-            bidirectional=module.bidirectional,
-            proj_size=module.proj_size,
-            param_dtype=param_dtype,
-            rngs=rngs,
-        )
+        model = LSTM(**torch_lstm_arguments(module), rngs=rngs)
     elif isinstance(module, torch.nn.LSTMCell):
         param_dtype = to_numpy(module.weight_ih[:0]).dtype
         model = LSTMCell(module.input_size, module.hidden_size, bias=module.bias, param_dtype=param_dtype, rngs=rngs)
