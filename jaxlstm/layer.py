@@ -118,9 +118,9 @@ def lstm_layer(
     if fuse_directions is None:
         fuse_directions = jax.default_backend() != "cpu"
     if fuse_directions or num_dirs == 1:
-        hs, cs = recurrence(xg, weights.w_hh, weights.bias, weights.w_hr, h0, c0, masks, unroll)
+        hs, c_n = recurrence(xg, weights.w_hh, weights.bias, weights.w_hr, h0, c0, masks, unroll)
     else:
-        hs, cs = (), ()
+        hs, c_n = (), ()
         for d in range(num_dirs):
             one = slice(d, d + 1)
             h_d, c_d = recurrence(
@@ -128,9 +128,10 @@ def lstm_layer(
                 None if weights.w_hr is None else weights.w_hr[one],
                 h0[one], c0[one], None if masks is None else masks[one], unroll,
             )
-            hs, cs = hs + h_d, cs + c_d
+            hs, c_n = hs + h_d, c_n + c_d
+    # A masked step repeats the carry, so the last step's h is the final one.
     h_n = jnp.stack([h[-1] for h in hs])
-    c_n = jnp.stack([c[-1] for c in cs])
+    c_n = jnp.stack(c_n)
     ys = list(hs) if masks is None else [jnp.where(m, h, jnp.zeros((), h.dtype)) for m, h in zip(masks, hs, strict=True)]
     if num_dirs == 2:
         ys[1] = jnp.flip(ys[1], axis=0)
@@ -164,9 +165,11 @@ def _forward_scan(xg, w_hh, bias, w_hr, h0, c0, masks, unroll, keep_gates):
         keep_gates: also return the activated gates for the backward pass.
 
     Returns:
-        `(hs, cs, acts)`: per direction, the carries after every step, `[T, B, H_out]` and
-        `[T, B, H]` (a masked step repeats the previous carry), and, if `keep_gates`, the
-        activated gates σ(i), σ(f), tanh(g), σ(o) `[T, B, 4H]` in the state dtype (else None).
+        `(hs, c_n, cs, acts)`: per direction, the hidden states after every step
+        `[T, B, H_out]` (a masked step repeats the previous carry), the final cell state
+        `[B, H]`, and, if `keep_gates` (for the backward pass; else None), the cell states
+        after every step `[T, B, H]` and the activated gates σ(i), σ(f), tanh(g), σ(o)
+        `[T, B, 4H]` in the state dtype.
     """
     num_dirs = w_hh.shape[0]
     # Transposed once outside the loop so every step is a plain `[B, K] @ [K, N]` matmul.
@@ -185,26 +188,26 @@ def _forward_scan(xg, w_hh, bias, w_hr, h0, c0, masks, unroll, keep_gates):
         if m_t is not None:
             h_new = jnp.where(m_t, h_new, h)
             c_new = jnp.where(m_t, c_new, c)
-        return h_new, c_new, acts if keep_gates else None
+        return h_new, c_new, acts
 
     def step(carry, inputs):
         xg_t, m_t = inputs
         new = [cell(d, carry[0][d], carry[1][d], xg_t[d], None if m_t is None else m_t[d]) for d in range(num_dirs)]
         hs, cs, acts = (tuple(v) for v in zip(*new, strict=True))
-        return (hs, cs), (hs, cs, acts if keep_gates else None)
+        return (hs, cs), (hs, cs, acts) if keep_gates else (hs, None, None)
 
     init = (tuple(h0), tuple(c0))
-    _, (hs, cs, acts) = jax.lax.scan(step, init, (xg, masks), unroll=unroll)
-    return hs, cs, acts
+    (_, c_n), (hs, cs, acts) = jax.lax.scan(step, init, (xg, masks), unroll=unroll)
+    return hs, c_n, cs, acts
 
 
 def _recurrence(xg, w_hh, bias, w_hr, h0, c0, masks, unroll):
     """The recurrence, differentiated by JAX's autodiff of `lax.scan` (any mode, any order).
 
-    Takes `_forward_scan`'s arguments (without `keep_gates`) and returns its `(hs, cs)`.
+    Takes `_forward_scan`'s arguments (without `keep_gates`) and returns its `(hs, c_n)`.
     """
-    hs, cs, _ = _forward_scan(xg, w_hh, bias, w_hr, h0, c0, masks, unroll, keep_gates=False)
-    return hs, cs
+    hs, c_n, _, _ = _forward_scan(xg, w_hh, bias, w_hr, h0, c0, masks, unroll, keep_gates=False)
+    return hs, c_n
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
@@ -214,8 +217,8 @@ def _recurrence_custom_vjp(xg, w_hh, bias, w_hr, h0, c0, masks, unroll):
 
 
 def _recurrence_fwd(xg, w_hh, bias, w_hr, h0, c0, masks, unroll):
-    hs, cs, acts = _forward_scan(xg, w_hh, bias, w_hr, h0, c0, masks, unroll, keep_gates=True)
-    return (hs, cs), (w_hh, bias, w_hr, h0, c0, masks, hs, cs, acts)
+    hs, c_n, cs, acts = _forward_scan(xg, w_hh, bias, w_hr, h0, c0, masks, unroll, keep_gates=True)
+    return (hs, c_n), (w_hh, bias, w_hr, h0, c0, masks, hs, cs, acts)
 
 
 def _shift_in(first: Array, seq: Array) -> Array:
@@ -235,7 +238,7 @@ def _recurrence_bwd(unroll, residuals, cotangents):
     step's gate gradient is 0 (selected with `where`, so nothing non-finite can leak).
     """
     w_hh, bias, w_hr, h0, c0, masks, hs, cs, acts = residuals
-    d_hs, d_cs = cotangents
+    d_hs, d_c_n = cotangents
     num_dirs = w_hh.shape[0]
     dtype = w_hh.dtype
     c_prev = tuple(_shift_in(c0[d], cs[d]) for d in range(num_dirs))
@@ -264,10 +267,10 @@ def _recurrence_bwd(unroll, residuals, cotangents):
         return dh_prev, dc_prev, dgates, dh_emit if w_hr is not None else None
 
     def step(carry, inputs):
-        d_hs_t, d_cs_t, acts_t, c_t, c_prev_t, m_t = inputs
+        d_hs_t, acts_t, c_t, c_prev_t, m_t = inputs
         new = [
             cell_bwd(
-                d, carry[0][d] + d_hs_t[d], carry[1][d] + d_cs_t[d], acts_t[d], c_t[d], c_prev_t[d],
+                d, carry[0][d] + d_hs_t[d], carry[1][d], acts_t[d], c_t[d], c_prev_t[d],
                 None if m_t is None else m_t[d],
             )
             for d in range(num_dirs)
@@ -275,9 +278,10 @@ def _recurrence_bwd(unroll, residuals, cotangents):
         dh, dc, dgates, dh_emit = (tuple(v) for v in zip(*new, strict=True))
         return (dh, dc), (dgates, dh_emit)
 
-    init = (tuple(jnp.zeros_like(h) for h in h0), tuple(jnp.zeros_like(c) for c in c0))
+    # The final cell state's cotangent enters at the last step (masked steps pass it through).
+    init = (tuple(jnp.zeros_like(h) for h in h0), tuple(d_c_n))
     (dh0, dc0), (dgates, dh_proj) = jax.lax.scan(
-        step, init, (d_hs, d_cs, acts, cs, c_prev, masks), reverse=True, unroll=unroll
+        step, init, (d_hs, acts, cs, c_prev, masks), reverse=True, unroll=unroll
     )
     # The weight gradients as single matmuls over all T·B rows.
     d_w_hh = jnp.stack([_matmul_tb(dgates[d], _shift_in(h0[d], hs[d])) for d in range(num_dirs)])
