@@ -78,6 +78,7 @@ def lstm_layer(
     unroll: int = 1,
     custom_vjp: bool = True,
     fuse_directions: bool | None = None,
+    remat: bool = False,
 ) -> tuple[Array, Array, Array]:
     """Runs one layer (one or two directions) over a time-major sequence.
 
@@ -96,13 +97,17 @@ def lstm_layer(
             issues both directions' work, halving the sequential kernel launches; XLA:CPU
             runs a loop body's ops one after another, so there one scan saves nothing and
             measured 0-15% slower than two (see the module docstring).
+        remat: keep only the states for the backward pass, not the gates: the activation
+            memory of the recurrence falls from `(4H + H + H_out)` to `(H + H_out)` values
+            per step and sequence, and the backward pass recomputes the gates with two
+            matmuls over all T·B rows (custom VJP) or step by step (`custom_vjp=False`,
+            through `jax.checkpoint`).
 
     Returns:
         `(out, h_n, c_n)`: `out` `[T, B, D*H_out]` ([forward, backward] on the feature axis,
         0 at masked steps), `h_n` `[D, B, H_out]`, `c_n` `[D, B, H]`.
     """
     num_dirs = weights.w_ih.shape[0]
-    dtype = weights.w_hh.dtype
     if mask is not None:
         x = jnp.where(mask[..., None], x, jnp.zeros((), x.dtype))
     # Everything per direction is kept in scan-time order: the backward direction reads its
@@ -110,7 +115,6 @@ def lstm_layer(
     # projections [T, B, 4H], and per-direction 2-D matmuls run at full speed on XLA:CPU
     # where a batched `[D, ...]` dot does not.
     xs = (x, jnp.flip(x, axis=0))[:num_dirs]
-    xg = tuple(_project(xs[d], weights.w_ih[d]).astype(dtype) for d in range(num_dirs))
     masks = None
     if mask is not None:
         masks = tuple(m[..., None] for m in (mask, jnp.flip(mask, axis=0))[:num_dirs])
@@ -118,15 +122,14 @@ def lstm_layer(
     if fuse_directions is None:
         fuse_directions = jax.default_backend() != "cpu"
     if fuse_directions or num_dirs == 1:
-        hs, c_n = recurrence(xg, weights.w_hh, weights.bias, weights.w_hr, h0, c0, masks, unroll)
+        hs, c_n = recurrence(xs, *weights, h0, c0, masks, unroll, remat)
     else:
         hs, c_n = (), ()
         for d in range(num_dirs):
             one = slice(d, d + 1)
             h_d, c_d = recurrence(
-                xg[one], weights.w_hh[one], None if weights.bias is None else weights.bias[one],
-                None if weights.w_hr is None else weights.w_hr[one],
-                h0[one], c0[one], None if masks is None else masks[one], unroll,
+                xs[one], *(None if w is None else w[one] for w in weights),
+                h0[one], c0[one], None if masks is None else masks[one], unroll, remat,
             )
             hs, c_n = hs + h_d, c_n + c_d
     # A masked step repeats the carry, so the last step's h is the final one.
@@ -140,17 +143,18 @@ def lstm_layer(
 
 
 def _project(x: Array, w: Array) -> Array:
-    """`[T, B, I] x [4H, I] -> [T, B, 4H]` as one `[T·B, I] @ [I, 4H]` matmul.
+    """`[T, B, K] x [N, K] -> [T, B, N]` as one `[T·B, K] @ [K, N]` matmul.
 
-    The bias is added inside the recurrence's step, where it joins the gate fusion for free;
-    a separate pass over the `[T, B, 4H]` projections cost up to 30% of a forward pass on
-    CPU (bidir config, `python -m experiments.benchmark`).
+    Used for the input projections `x @ W_ih^T` (without the bias, which is added inside the
+    recurrence's step, where it joins the gate fusion for free: a separate pass over the
+    `[T, B, 4H]` projections cost up to 30% of a forward pass on CPU, bidir config of
+    `python -m experiments.benchmark`), and in the backward pass for `dx = dgates @ W_ih`.
     """
     steps, batch, features = x.shape
     return (x.reshape(steps * batch, features) @ w.T).reshape(steps, batch, w.shape[0])
 
 
-def _forward_scan(xg, w_hh, bias, w_hr, h0, c0, masks, unroll, keep_gates):
+def _forward_scan(xg, w_hh, bias, w_hr, h0, c0, masks, unroll, keep, remat=False):
     """The recurrence over scan time, one `lax.scan` for all directions.
 
     Args:
@@ -162,14 +166,17 @@ def _forward_scan(xg, w_hh, bias, w_hr, h0, c0, masks, unroll, keep_gates):
         c0: `[D, B, H]` (its dtype is the state dtype).
         masks: D bool arrays `[T, B, 1]` in scan-time order, or None.
         unroll: scan steps per loop iteration.
-        keep_gates: also return the activated gates for the backward pass.
+        keep: what else to return per step for a backward pass: `"none"`, `"states"` (the
+            cell states) or `"gates"` (the cell states and the activated gates).
+        remat: wrap the step in `jax.checkpoint`, so that autodiff of this scan saves only
+            the carries per step and recomputes the rest (for `custom_vjp=False`).
 
     Returns:
         `(hs, c_n, cs, acts)`: per direction, the hidden states after every step
         `[T, B, H_out]` (a masked step repeats the previous carry), the final cell state
-        `[B, H]`, and, if `keep_gates` (for the backward pass; else None), the cell states
-        after every step `[T, B, H]` and the activated gates σ(i), σ(f), tanh(g), σ(o)
-        `[T, B, 4H]` in the state dtype.
+        `[B, H]`, the cell states after every step `[T, B, H]` (None for `keep="none"`), and
+        the activated gates σ(i), σ(f), tanh(g), σ(o) `[T, B, 4H]` in the state dtype (None
+        unless `keep="gates"`).
     """
     num_dirs = w_hh.shape[0]
     # Transposed once outside the loop so every step is a plain `[B, K] @ [K, N]` matmul.
@@ -194,31 +201,48 @@ def _forward_scan(xg, w_hh, bias, w_hr, h0, c0, masks, unroll, keep_gates):
         xg_t, m_t = inputs
         new = [cell(d, carry[0][d], carry[1][d], xg_t[d], None if m_t is None else m_t[d]) for d in range(num_dirs)]
         hs, cs, acts = (tuple(v) for v in zip(*new, strict=True))
-        return (hs, cs), (hs, cs, acts) if keep_gates else (hs, None, None)
+        return (hs, cs), (hs, None if keep == "none" else cs, acts if keep == "gates" else None)
 
+    if remat:
+        step = jax.checkpoint(step, prevent_cse=False)
     init = (tuple(h0), tuple(c0))
     (_, c_n), (hs, cs, acts) = jax.lax.scan(step, init, (xg, masks), unroll=unroll)
     return hs, c_n, cs, acts
 
 
-def _recurrence(xg, w_hh, bias, w_hr, h0, c0, masks, unroll):
-    """The recurrence, differentiated by JAX's autodiff of `lax.scan` (any mode, any order).
+def _recurrence(xs, w_ih, w_hh, bias, w_hr, h0, c0, masks, unroll, remat):
+    """The layer's recurrence, differentiated by JAX's autodiff (any mode, any order).
 
-    Takes `_forward_scan`'s arguments (without `keep_gates`) and returns its `(hs, c_n)`.
+    Args:
+        xs: D arrays `[T, B, I_k]`, each direction's input in its scan-time order.
+        w_ih: `[D, 4H, I_k]`.
+        w_hh, bias, w_hr, h0, c0, masks, unroll: as for `_forward_scan`.
+        remat: as for `_forward_scan`.
+
+    Returns:
+        `(hs, c_n)`: per direction, `[T, B, H_out]` and `[B, H]`.
     """
-    hs, c_n, _, _ = _forward_scan(xg, w_hh, bias, w_hr, h0, c0, masks, unroll, keep_gates=False)
+    xg = tuple(_project(x, w_ih[d]) for d, x in enumerate(xs))
+    hs, c_n, _, _ = _forward_scan(xg, w_hh, bias, w_hr, h0, c0, masks, unroll, "none", remat)
     return hs, c_n
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
-def _recurrence_custom_vjp(xg, w_hh, bias, w_hr, h0, c0, masks, unroll):
-    """`_recurrence` with a hand-written backward pass (see the module docstring)."""
-    return _recurrence(xg, w_hh, bias, w_hr, h0, c0, masks, unroll)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(8, 9))
+def _recurrence_custom_vjp(xs, w_ih, w_hh, bias, w_hr, h0, c0, masks, unroll, remat):
+    """`_recurrence` with a hand-written backward pass (see the module docstring).
+
+    `remat=True` keeps no gates for the backward pass: it recomputes them there from the
+    inputs and the stored states with two matmuls over all T·B rows (no sequential work).
+    """
+    return _recurrence(xs, w_ih, w_hh, bias, w_hr, h0, c0, masks, unroll, False)
 
 
-def _recurrence_fwd(xg, w_hh, bias, w_hr, h0, c0, masks, unroll):
-    hs, c_n, cs, acts = _forward_scan(xg, w_hh, bias, w_hr, h0, c0, masks, unroll, keep_gates=True)
-    return (hs, c_n), (w_hh, bias, w_hr, h0, c0, masks, hs, cs, acts)
+def _recurrence_fwd(xs, w_ih, w_hh, bias, w_hr, h0, c0, masks, unroll, remat):
+    xg = tuple(_project(x, w_ih[d]) for d, x in enumerate(xs))
+    hs, c_n, cs, acts = _forward_scan(
+        xg, w_hh, bias, w_hr, h0, c0, masks, unroll, "states" if remat else "gates"
+    )
+    return (hs, c_n), (xs, w_ih, w_hh, bias, w_hr, h0, c0, masks, hs, cs, acts)
 
 
 def _shift_in(first: Array, seq: Array) -> Array:
@@ -231,23 +255,34 @@ def _matmul_tb(a: Array, b: Array) -> Array:
     return a.reshape(-1, a.shape[-1]).T @ b.reshape(-1, b.shape[-1])
 
 
-def _recurrence_bwd(unroll, residuals, cotangents):
+def _recurrence_bwd(unroll, remat, residuals, cotangents):
     """Reverse scan emitting per-step gate gradients, then the weight gradients as matmuls.
 
     At a masked step the carry passes through unchanged, so its cotangent does too and the
     step's gate gradient is 0 (selected with `where`, so nothing non-finite can leak).
     """
-    w_hh, bias, w_hr, h0, c0, masks, hs, cs, acts = residuals
+    xs, w_ih, w_hh, bias, w_hr, h0, c0, masks, hs, cs, acts = residuals
     d_hs, d_c_n = cotangents
     num_dirs = w_hh.shape[0]
     dtype = w_hh.dtype
+    h_prev = tuple(_shift_in(h0[d], hs[d]) for d in range(num_dirs))
     c_prev = tuple(_shift_in(c0[d], cs[d]) for d in range(num_dirs))
+    w_ih_t, w_hh_t = jnp.swapaxes(w_ih, 1, 2), jnp.swapaxes(w_hh, 1, 2)
+
+    def gates_of(d, x_t, h_prev_t, c_prev_t):
+        """remat: the forward step's activated gates, recomputed from its inputs."""
+        gates = x_t @ w_ih_t[d] + h_prev_t @ w_hh_t[d]
+        if bias is not None:
+            gates = gates + bias[d]
+        return activate_gates(gates.astype(c_prev_t.dtype))
+
     # 1 on the g block's columns, 0 on the σ blocks' (see the derivative in cell_bwd).
     hidden = cs[0].shape[-1]
     tanh_block = jnp.repeat(jnp.asarray([0, 0, 1, 0], cs[0].dtype), hidden)
 
     def cell_bwd(d, dh, dc, acts_t, c_t, c_prev_t, m_t):
         i, f, g, o = split_gates(acts_t)
+        h_raw = None if w_hr is None else (o * tanh(c_t)).astype(dtype)
         tc = tanh(c_t)
         dh_raw = dh if w_hr is None else dh @ w_hr[d]
         dh_raw = dh_raw.astype(c_t.dtype)
@@ -264,35 +299,38 @@ def _recurrence_bwd(unroll, residuals, cotangents):
             dh_emit = jnp.where(m_t, dh, jnp.zeros((), dh.dtype))
             dh_prev = jnp.where(m_t, dh_prev, dh)
             dc_prev = jnp.where(m_t, dc_prev, dc)
-        return dh_prev, dc_prev, dgates, dh_emit if w_hr is not None else None
+        return dh_prev, dc_prev, dgates, (dh_emit, h_raw) if w_hr is not None else None
 
     def step(carry, inputs):
-        d_hs_t, acts_t, c_t, c_prev_t, m_t = inputs
+        d_hs_t, acts_t, x_t, h_prev_t, c_t, c_prev_t, m_t = inputs
         new = [
             cell_bwd(
-                d, carry[0][d] + d_hs_t[d], carry[1][d], acts_t[d], c_t[d], c_prev_t[d],
-                None if m_t is None else m_t[d],
+                d, carry[0][d] + d_hs_t[d], carry[1][d],
+                gates_of(d, x_t[d], h_prev_t[d], c_prev_t[d]) if acts_t is None else acts_t[d],
+                c_t[d], c_prev_t[d], None if m_t is None else m_t[d],
             )
             for d in range(num_dirs)
         ]
-        dh, dc, dgates, dh_emit = (tuple(v) for v in zip(*new, strict=True))
-        return (dh, dc), (dgates, dh_emit)
+        dh, dc, dgates, proj = (tuple(v) for v in zip(*new, strict=True))
+        return (dh, dc), (dgates, proj)
 
     # The final cell state's cotangent enters at the last step (masked steps pass it through).
+    # With remat the step recomputes its gates from x and h (two more small matmuls per
+    # step) rather than all steps' at once, which would bring the `[T, B, 4H]` gates back.
     init = (tuple(jnp.zeros_like(h) for h in h0), tuple(d_c_n))
-    (dh0, dc0), (dgates, dh_proj) = jax.lax.scan(
-        step, init, (d_hs, acts, cs, c_prev, masks), reverse=True, unroll=unroll
-    )
-    # The weight gradients as single matmuls over all T·B rows.
-    d_w_hh = jnp.stack([_matmul_tb(dgates[d], _shift_in(h0[d], hs[d])) for d in range(num_dirs)])
-    d_w_hr = None
-    if w_hr is not None:
-        h_raw = [(split_gates(acts[d])[3] * tanh(cs[d])).astype(dtype) for d in range(num_dirs)]
-        d_w_hr = jnp.stack([_matmul_tb(dh_proj[d], h_raw[d]) for d in range(num_dirs)]).astype(w_hr.dtype)
+    inputs = (d_hs, acts, xs if remat else None, h_prev if remat else None, cs, c_prev, masks)
+    (dh0, dc0), (dgates, proj) = jax.lax.scan(step, init, inputs, reverse=True, unroll=unroll)
+    # The input and weight gradients as single matmuls over all T·B rows.
+    d_xs = tuple(_project(dgates[d], w_ih[d].T) for d in range(num_dirs))
+    d_w_ih = jnp.stack([_matmul_tb(dgates[d], xs[d]) for d in range(num_dirs)]).astype(w_ih.dtype)
+    d_w_hh = jnp.stack([_matmul_tb(dgates[d], h_prev[d]) for d in range(num_dirs)]).astype(w_hh.dtype)
     d_bias = None
     if bias is not None:
         d_bias = jnp.stack([g.sum(axis=(0, 1), dtype=bias.dtype) for g in dgates]).astype(bias.dtype)
-    return dgates, d_w_hh.astype(w_hh.dtype), d_bias, d_w_hr, jnp.stack(dh0), jnp.stack(dc0), None
+    d_w_hr = None
+    if w_hr is not None:
+        d_w_hr = jnp.stack([_matmul_tb(dh_proj, h_raw) for dh_proj, h_raw in proj]).astype(w_hr.dtype)
+    return d_xs, d_w_ih, d_w_hh, d_bias, d_w_hr, jnp.stack(dh0), jnp.stack(dc0), None
 
 
 _recurrence_custom_vjp.defvjp(_recurrence_fwd, _recurrence_bwd)

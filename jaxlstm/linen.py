@@ -135,6 +135,7 @@ class LSTM(nn.Module):
         deterministic: bool | None = None,
         unroll: int | None = None,
         custom_vjp: bool = True,
+        remat: bool = False,
     ) -> tuple[Array, tuple[Array, Array]]:
         """Runs the LSTM; see `jaxlstm.lstm` for every shape.
 
@@ -148,6 +149,8 @@ class LSTM(nn.Module):
             unroll: scan steps per loop iteration; None picks a default.
             custom_vjp: differentiate with the hand-written backward pass (False: autodiff
                 of the plain scan, needed for plain forward mode); see `jaxlstm.lstm`.
+            remat: keep only the states for the backward pass and recompute the gates
+                (less activation memory); see `jaxlstm.lstm`.
 
         Returns:
             `(out [T, B, D*H_out], (h_n [D*L, B, H_out], c_n [D*L, B, H]))`.
@@ -173,7 +176,7 @@ class LSTM(nn.Module):
             x = x.astype(self.dtype)
         return lstm(
             params, x, hx, config=config, seq_lengths=seq_lengths, dropout_key=key, unroll=unroll,
-            custom_vjp=custom_vjp,
+            custom_vjp=custom_vjp, remat=remat,
         )
 
 

@@ -173,6 +173,7 @@ def lstm(
     dropout_key: Array | None = None,
     unroll: int | None = None,
     custom_vjp: bool = True,
+    remat: bool = False,
 ) -> tuple[Array, tuple[Array, Array]]:
     """The forward pass of `torch.nn.LSTM`, as a pure function.
 
@@ -196,6 +197,12 @@ def lstm(
             (`jax.jvp`, `jax.jacfwd`, `jax.linearize`) raises `TypeError: can't apply
             forward-mode autodiff (jvp) to a custom_vjp function`; pass False for it, which
             differentiates the plain scan (every mode, slower reverse mode).
+        remat: save less for the backward pass: per layer, direction, step and sequence the
+            recurrence then keeps `H + H_out` values (its states) instead of `5H + H_out`
+            (also the four activated gates), and the backward pass recomputes the gates:
+            with two matmuls over all T·B rows (custom VJP, no extra sequential work) or step
+            by step through `jax.checkpoint` (`custom_vjp=False`). Results are identical
+            up to float rounding.
 
     Returns:
         `(out, (h_n, c_n))`: `out` `[T, B, D*H_out]` (batch-first: `[B, T, D*H_out]`;
@@ -205,7 +212,8 @@ def lstm(
     Raises:
         ValueError: a shape does not match the configuration, or concrete seq_lengths are
             outside [1, T].
-        TypeError: x is not floating point, hx is not a pair, seq_lengths is not integer.
+        TypeError: x is not floating point, hx is not a pair, seq_lengths is not integer,
+            custom_vjp or remat is not a bool.
 
     Note:
         Traced `seq_lengths` (arguments of a `jax.jit`-ed, `vmap`-ed or differentiated
@@ -227,6 +235,9 @@ def lstm(
     check_params(params, config.param_shapes())
     if unroll is not None and (isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1):
         raise ValueError(f"unroll must be a positive int or None, got {unroll!r}")
+    for name, flag in (("custom_vjp", custom_vjp), ("remat", remat)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, got {flag!r}")
     if dropout_key is not None:
         _check_key(dropout_key)
     x = jnp.asarray(x)
@@ -299,7 +310,7 @@ def lstm(
             w_hr=stack("weight_hr") if config.proj_size > 0 else None,
         )
         layer_input, h_k, c_k = lstm_layer(
-            weights, layer_input, h0[k], c0[k], mask=mask, unroll=unroll, custom_vjp=custom_vjp
+            weights, layer_input, h0[k], c0[k], mask=mask, unroll=unroll, custom_vjp=custom_vjp, remat=remat
         )
         h_n.append(h_k)
         c_n.append(c_k)

@@ -202,6 +202,8 @@ CALL_CASES = {
     ),
     "unroll=0": (call(unroll=0), ValueError, "unroll", "positive int", "got 0"),
     "unroll=1.5": (call(unroll=1.5), ValueError, "unroll", "positive int", "got 1.5"),
+    "remat='yes'": (call(remat="yes"), TypeError, "remat", "bool", "got 'yes'"),
+    "custom_vjp=None": (call(custom_vjp=None), TypeError, "custom_vjp", "bool", "got None"),
     # through the NNX module
     "LSTM x wrong I": (
         lambda: jaxlstm.LSTM(3, 5, rngs=nnx.Rngs(0))(jnp.ones((7, 2, 4))),

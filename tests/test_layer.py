@@ -1,7 +1,7 @@
 """The fast layer paths against the plain reference (`lstm_cell` in Python loops).
 
-Every path `lstm()` can take — the custom VJP (default), autodiff of the plain scan, and
-unrolled scans — must give the reference's outputs and gradients with respect to the
+Every path `lstm()` can take — the custom VJP (default), autodiff of the plain scan,
+unrolled scans and remat (gates recomputed in the backward pass) — must give the reference's outputs and gradients with respect to the
 parameters, the input and both initial states, to float32 and float64 tolerance, including
 variable lengths, projection, bidirectional and stacked layers.
 """
@@ -48,6 +48,9 @@ GRID = (
     + _grid("autodiff", {"custom_vjp": False}, ["bidir-2layer-lengths"], ["float32"])
     + _grid("autodiff", {"custom_vjp": False}, ["proj-bidir-lengths"], ["float64"])
     + _grid("unroll3", {"unroll": 3}, ["bidir-2layer-lengths"], ["float32"])
+    + _grid("remat", {"remat": True}, ["bidir-2layer-lengths", "proj-2layer-lengths"], ["float32"])
+    + _grid("remat", {"remat": True}, ["proj-bidir-lengths"], ["float64"])
+    + _grid("remat-autodiff", {"remat": True, "custom_vjp": False}, ["proj-bidir-lengths"], ["float32"])
 )
 
 
@@ -108,7 +111,8 @@ def test_layer_paths_match_reference(case_id, path_kwargs, dtype):
         assert_close(got, want, dtype, label)
 
 
-def test_bidirectional_in_one_scan_matches_one_scan_per_direction():
+@pytest.mark.parametrize("remat", [False, True], ids=["gates-kept", "remat"])
+def test_bidirectional_in_one_scan_matches_one_scan_per_direction(remat):
     # The grid above runs the backend's default (one scan per direction on CPU); this pins
     # the other layout of a bidirectional layer to it, outputs and all gradients.
     from jaxlstm.layer import LayerWeights, lstm_layer
@@ -126,7 +130,7 @@ def test_bidirectional_in_one_scan_matches_one_scan_per_direction():
 
     def run(fuse):
         def loss(w, x, h0, c0):
-            out, h_n, c_n = lstm_layer(w, x, h0, c0, mask=mask, fuse_directions=fuse)
+            out, h_n, c_n = lstm_layer(w, x, h0, c0, mask=mask, fuse_directions=fuse, remat=remat)
             return jnp.sum(jnp.sin(out)) + jnp.sum(h_n**2) + jnp.sum(c_n), (out, h_n, c_n)
 
         return jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3), has_aux=True))(weights, x, h0, c0)
@@ -158,9 +162,33 @@ def test_custom_vjp_second_order_reverse_matches_autodiff(kwargs, lengths):
         config, params, x, _, _ = _problem(kwargs, jnp.float64)
         seq_lengths = None if lengths is None else jnp.asarray(lengths)
         fast = _second_order(config, params, x, seq_lengths)
+        remat = _second_order(config, params, x, seq_lengths, remat=True)
         plain = _second_order(config, params, x, seq_lengths, custom_vjp=False)
     assert np.abs(np.asarray(plain)).max() > 0
     assert_close(fast, plain, "float64", "grad of grad")
+    assert_close(remat, plain, "float64", "grad of grad (remat)")
+
+
+@pytest.mark.parametrize("custom_vjp", [True, False], ids=["custom_vjp", "autodiff"])
+def test_remat_cuts_activation_memory(custom_vjp):
+    # What remat is for: the compiled gradient's scratch memory (XLA's own accounting of
+    # the buffers alive at once) must shrink, here for a 2-layer LSTM whose saved gates
+    # dominate it. Measured on CPU: 833 -> 611 MiB (custom VJP) and 1185 -> 681 MiB
+    # (autodiff) for B=64, T=256, I=256, H=512; this smaller case is compiled, not run.
+    config = LSTMConfig(32, 64, num_layers=2)
+    params = init_params(jax.random.key(0), config)
+    x = jnp.zeros((128, 16, 32))
+
+    def scratch_bytes(remat):
+        loss = lambda p, x: jnp.sum(lstm(p, x, config=config, custom_vjp=custom_vjp, remat=remat)[0])  # noqa: E731
+        compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(params, x).compile()
+        analysis = compiled.memory_analysis()
+        if analysis is None:
+            pytest.skip("this backend reports no memory analysis")
+        return analysis.temp_size_in_bytes
+
+    kept, remat = scratch_bytes(False), scratch_bytes(True)
+    assert remat < 0.85 * kept, f"remat scratch {remat} B vs {kept} B with the gates kept"
 
 
 def test_forward_mode_needs_custom_vjp_off_but_forward_over_reverse_works():
@@ -178,14 +206,15 @@ def test_forward_mode_needs_custom_vjp_off_but_forward_over_reverse_works():
         assert_close(hvp(True), plain, "float64", "jvp of grad")
 
 
+@pytest.mark.parametrize("remat", [False, True], ids=["gates-kept", "remat"])
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bidir"])
-def test_custom_vjp_padding_nan_does_not_leak(bidirectional):
+def test_custom_vjp_padding_nan_does_not_leak(bidirectional, remat):
     config, params, x, _, _ = _problem({"bidirectional": bidirectional}, jnp.float32)
     lengths = jnp.array([2, 4])
     x = jnp.where(jnp.arange(T)[:, None, None] >= lengths[None, :, None], jnp.nan, x)
 
     def loss(p, x):
-        out, (h_n, c_n) = lstm(p, x, config=config, seq_lengths=lengths)
+        out, (h_n, c_n) = lstm(p, x, config=config, seq_lengths=lengths, remat=remat)
         return jnp.sum(out) + jnp.sum(h_n) + jnp.sum(c_n)
 
     g_params, g_x = jax.grad(loss, argnums=(0, 1))(params, x)
