@@ -217,13 +217,18 @@ def _jax_runner(apply: Callable[[Any, jax.Array], jax.Array], params: Any, x: ja
 
 
 def build_jaxlstm(
-    cfg: BenchConfig, precision: str, mode: str, unroll: int | None = None, custom_vjp: bool = True
+    cfg: BenchConfig,
+    precision: str,
+    mode: str,
+    unroll: int | None = None,
+    custom_vjp: bool = True,
+    remat: bool = False,
 ):
     config = LSTMConfig(cfg.input_size, cfg.hidden, num_layers=cfg.layers, bidirectional=cfg.bidirectional)
     dtype = _jax_dtype(precision)
     params = init_params(jax.random.key(0), config, dtype)
     x = jax.random.normal(jax.random.key(1), (cfg.steps, cfg.batch, cfg.input_size), dtype)
-    apply = lambda p, x: lstm(p, x, config=config, unroll=unroll, custom_vjp=custom_vjp)[0]  # noqa: E731
+    apply = lambda p, x: lstm(p, x, config=config, unroll=unroll, custom_vjp=custom_vjp, remat=remat)[0]  # noqa: E731
     return (*_jax_runner(apply, params, x, mode), _jax_sync)
 
 
@@ -453,6 +458,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="jaxlstm's scan unroll (default: jaxlstm.lstm.default_unroll())")
     p.add_argument("--custom-vjp", action=argparse.BooleanOptionalAction, default=True,
                    help="jaxlstm's hand-written backward pass (--no-custom-vjp: autodiff of the scan)")
+    p.add_argument("--remat", action="store_true",
+                   help="jaxlstm recomputes the gates in the backward pass (less activation memory)")
     p.add_argument("--json", default="runs/benchmark/benchmark.json", help="where to write the results as JSON")
     args = p.parse_args(argv)
     if args.quick:
@@ -490,7 +497,7 @@ def run_benchmark(args: argparse.Namespace, log: Callable[[str], None]) -> tuple
             try:
                 builder = BUILDERS[impl]
                 if impl == "jaxlstm":
-                    builder = functools.partial(builder, unroll=args.unroll, custom_vjp=args.custom_vjp)
+                    builder = functools.partial(builder, unroll=args.unroll, custom_vjp=args.custom_vjp, remat=args.remat)
                 run, compile_s, sync = builder(cfg, args.precision, mode)
                 first, times = _time_calls(
                     run, sync, warmup=args.warmup, repeats=args.repeats, budget_s=args.budget
