@@ -248,3 +248,36 @@ def test_benchmark_smoke_on_sine(tmp_path, capsys):
         assert cells[("jaxlstm", mode)]["median_s"] > 0
     printed = capsys.readouterr().out
     assert "sgemm rate" in printed and "| sine | jaxlstm | fwd+bwd |" in printed
+
+
+def test_modules_pass_unroll_custom_vjp_and_remat_to_lstm(monkeypatch):
+    # The nnx and linen modules are thin wrappers: their __call__ must hand the path
+    # arguments to `jaxlstm.lstm` unchanged, and the result must not depend on them.
+    from flax import nnx
+
+    import jaxlstm.linen
+    import jaxlstm.nnx
+
+    x = jax.random.normal(jax.random.key(0), (T, B, I))
+    path = {"unroll": 2, "custom_vjp": True, "remat": True}
+    for module_file, apply in (
+        (jaxlstm.nnx, lambda **kw: jaxlstm.nnx.LSTM(I, H, rngs=nnx.Rngs(0))(x, **kw)),
+        (jaxlstm.linen, lambda **kw: _linen_apply(jaxlstm.linen.LSTM(H), x, **kw)),
+    ):
+        seen = []
+        real = module_file.lstm
+
+        def spy(*args, real=real, seen=seen, **kwargs):
+            seen.append({k: kwargs.get(k) for k in path})
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module_file, "lstm", spy)
+        plain, with_path = apply(), apply(**path)
+        assert seen[-1] == path, f"{module_file.__name__}: lstm got {seen[-1]}"
+        for got, want in zip(jax.tree.leaves(with_path), jax.tree.leaves(plain), strict=True):
+            assert_close(got, want, "float32", module_file.__name__)
+
+
+def _linen_apply(module, x, **kwargs):
+    variables = module.init(jax.random.key(0), x)
+    return module.apply(variables, x, **kwargs)
