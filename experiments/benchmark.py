@@ -228,7 +228,7 @@ def build_jaxlstm(
     dtype = _jax_dtype(precision)
     params = init_params(jax.random.key(0), config, dtype)
     x = jax.random.normal(jax.random.key(1), (cfg.steps, cfg.batch, cfg.input_size), dtype)
-    apply = lambda p, x: lstm(p, x, config=config, unroll=unroll, custom_vjp=custom_vjp, remat=remat)[0]  # noqa: E731
+    apply = lambda p, x: lstm(p, x, config=config, scan=jaxlstm.ScanOptions(unroll=unroll, custom_vjp=custom_vjp, remat=remat))[0]  # noqa: E731
     return (*_jax_runner(apply, params, x, mode), _jax_sync)
 
 
@@ -455,7 +455,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="seconds of timed calls per cell after which it stops repeating")
     p.add_argument("--quick", action="store_true", help="smoke test: --repeats 2 --warmup 0 --budget 2")
     p.add_argument("--unroll", type=int, default=None,
-                   help="jaxlstm's scan unroll (default: jaxlstm.lstm.default_unroll())")
+                   help="jaxlstm's scan unroll (default: the backend's, see jaxlstm.ScanOptions.resolve)")
     p.add_argument("--custom-vjp", action=argparse.BooleanOptionalAction, default=True,
                    help="jaxlstm's hand-written backward pass (--no-custom-vjp: autodiff of the scan)")
     p.add_argument("--remat", action="store_true",

@@ -10,13 +10,15 @@ Example:
     ((2, 4, 10), (3, 2, 10))
 """
 
-from jaxlstm import checked, flax_io, haiku_io, linen
+from jaxlstm import checked, flax_io, haiku_io, initializers, linen
 from jaxlstm.cell import lstm_cell
-from jaxlstm.config import LSTMConfig
+from jaxlstm.config import LSTMCellConfig, LSTMConfig
 from jaxlstm.flax_io import from_flax, to_flax
 from jaxlstm.haiku_io import from_haiku, to_haiku
-from jaxlstm.lstm import init_params, lstm
+from jaxlstm.initializers import init_params
+from jaxlstm.lstm import lstm
 from jaxlstm.nnx import LSTM, LSTMCell
+from jaxlstm.options import ScanOptions
 from jaxlstm.torch_io import from_torch, load_torch_state_dict, torch_state_dict
 
 __version__ = "0.1.0"
@@ -24,7 +26,9 @@ __version__ = "0.1.0"
 __all__ = [
     "LSTM",
     "LSTMCell",
+    "LSTMCellConfig",
     "LSTMConfig",
+    "ScanOptions",
     "checked",
     "flax_io",
     "from_flax",
@@ -32,6 +36,7 @@ __all__ = [
     "from_torch",
     "haiku_io",
     "init_params",
+    "initializers",
     "linen",
     "load_torch_state_dict",
     "lstm",

@@ -12,6 +12,27 @@ import numpy as np
 __all__ = ["check_float_dtype", "check_floating", "check_params", "check_shape", "is_concrete", "split_state"]
 
 
+def require_positive_int(name: str, value: Any) -> int:
+    """Returns `value` if it is a positive int (bools excluded), else raises.
+
+    Raises:
+        TypeError: `value` is not an int.
+        ValueError: `value` is not positive.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a positive int, got {value!r} of type {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value}")
+    return value
+
+
+def require_bool(name: str, value: Any) -> bool:
+    """Returns `value` if it is a bool, else raises TypeError naming `name`."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r} of type {type(value).__name__}")
+    return value
+
+
 def check_floating(name: str, x: Any) -> None:
     """Raises TypeError unless `x` has a floating-point dtype."""
     if not jnp.issubdtype(x.dtype, jnp.floating):
@@ -33,6 +54,22 @@ def check_shape(name: str, x: Any, expected: tuple[int, ...]) -> None:
     """Raises ValueError unless `x.shape == expected`."""
     if tuple(x.shape) != tuple(expected):
         raise ValueError(f"{name} must have shape {tuple(expected)}, got {tuple(x.shape)}")
+
+
+def check_key(name: str, key: Any) -> None:
+    """Raises TypeError unless `key` is one PRNG key: a typed key array of shape `()`
+    (`jax.random.key(0)`) or a raw `uint32[2]` key (`jax.random.PRNGKey(0)`)."""
+    typed = isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ()
+    raw = isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32 and tuple(key.shape) == (2,)
+    if isinstance(key, jax.core.Tracer):
+        typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ()
+        raw = key.dtype == np.uint32 and tuple(key.shape) == (2,)
+    if not (typed or raw):
+        if hasattr(key, "dtype") and hasattr(key, "shape"):
+            got = f"{type(key).__name__} with dtype {key.dtype} and shape {tuple(key.shape)}"
+        else:
+            got = f"{type(key).__name__} {key!r}"
+        raise TypeError(f"{name} must be a PRNG key such as jax.random.key(0), got {got}")
 
 
 def is_concrete(x: Any) -> bool:

@@ -29,6 +29,8 @@ from jax.experimental import checkify
 
 from jaxlstm.config import LSTMConfig
 from jaxlstm.lstm import lstm as _lstm
+from jaxlstm.lstm import resolve_scan
+from jaxlstm.options import ScanOptions
 
 __all__ = ["check_seq_lengths", "lstm"]
 
@@ -81,7 +83,7 @@ def lstm(
     config: LSTMConfig,
     seq_lengths: Array | None = None,
     dropout_key: Array | None = None,
-    unroll: int | None = None,
+    scan: ScanOptions | None = None,
     errors: frozenset = checkify.user_checks,
 ) -> tuple[checkify.Error, tuple[Array, tuple[Array, Array]]]:
     """`jaxlstm.lstm` with its value checks done inside the program: returns `(err, result)`.
@@ -97,7 +99,7 @@ def lstm(
         config: the structural arguments.
         seq_lengths: `[B]` integer lengths (unbatched: a scalar), checked to lie in [1, T].
         dropout_key: as for `jaxlstm.lstm`.
-        unroll: as for `jaxlstm.lstm`.
+        scan: as for `jaxlstm.lstm`.
         errors: the checkify error categories to enable besides the seq_lengths check, e.g.
             `checkify.user_checks | checkify.nan_checks` to also locate the first NaN.
 
@@ -116,11 +118,11 @@ def lstm(
         'seq_lengths must be in [1, T=7], got values from 0 to 3 (at ...)'
     """
 
-    return _checked(config, unroll, errors | checkify.user_checks)(params, x, hx, seq_lengths, dropout_key)
+    return _checked(config, resolve_scan(scan), errors | checkify.user_checks)(params, x, hx, seq_lengths, dropout_key)
 
 
 @functools.lru_cache(maxsize=64)
-def _checked(config: LSTMConfig, unroll: int | None, errors: frozenset):
+def _checked(config: LSTMConfig, scan: ScanOptions, errors: frozenset):
     """`lstm` checkified, jitted inside so that seq_lengths are always checked in the program
     (also when called eagerly with concrete lengths), and cached per static arguments."""
 
@@ -128,6 +130,6 @@ def _checked(config: LSTMConfig, unroll: int | None, errors: frozenset):
         steps = _steps(x, config)
         if seq_lengths is not None and steps is not None:
             check_seq_lengths(seq_lengths, steps)
-        return _lstm(params, x, hx, config=config, seq_lengths=seq_lengths, dropout_key=dropout_key, unroll=unroll)
+        return _lstm(params, x, hx, config=config, seq_lengths=seq_lengths, dropout_key=dropout_key, scan=scan)
 
     return checkify.checkify(jax.jit(run), errors=errors)

@@ -1,4 +1,5 @@
-"""The structural arguments of an LSTM, validated once, and the parameter layout they imply.
+"""The structural arguments of an LSTM or an LSTM cell, validated once, and the parameter layout
+they imply: torch's names and shapes, and the configuration a set of weights determines.
 
 Shape vocabulary used throughout jaxlstm: B batch, T time, I input features, H hidden,
 P projection, H_out = P if P > 0 else H, L layers, D directions (2 if bidirectional).
@@ -12,27 +13,9 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["LSTMConfig", "param_names", "require_positive_int"]
+from jaxlstm._checks import require_bool, require_positive_int
 
-
-def require_positive_int(name: str, value: Any) -> int:
-    """Returns `value` if it is a positive int (bools excluded), else raises.
-
-    Raises:
-        TypeError: `value` is not an int.
-        ValueError: `value` is not positive.
-    """
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be a positive int, got {value!r} of type {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value}")
-    return value
-
-
-def _require_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {value!r} of type {type(value).__name__}")
-    return value
+__all__ = ["LSTMCellConfig", "LSTMConfig", "layer_names", "param_names", "param_roles"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,9 +56,9 @@ class LSTMConfig:
         require_positive_int("input_size", self.input_size)
         require_positive_int("hidden_size", self.hidden_size)
         require_positive_int("num_layers", self.num_layers)
-        _require_bool("bias", self.bias)
-        _require_bool("batch_first", self.batch_first)
-        _require_bool("bidirectional", self.bidirectional)
+        require_bool("bias", self.bias)
+        require_bool("batch_first", self.batch_first)
+        require_bool("bidirectional", self.bidirectional)
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
             raise TypeError(
                 f"dropout must be a number in [0, 1], got {self.dropout!r} of type "
@@ -167,12 +150,11 @@ class LSTMConfig:
             >>> LSTMConfig.from_state_dict(sd).bias
             False
         """
-        sd = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        sd = _under_prefix(state_dict, prefix)
         if "weight_ih_l0" not in sd:
-            found = sorted(state_dict)[:8]
             raise ValueError(
                 f"state_dict has no LSTM weights under prefix={prefix!r}: expected the key "
-                f"{prefix + 'weight_ih_l0'!r}, found keys {found}{' ...' if len(state_dict) > 8 else ''}"
+                f"{prefix + 'weight_ih_l0'!r}, {_found_keys(state_dict)}"
             )
         layer_re = re.compile(r"^(weight|bias)_(ih|hh|hr)_l(\d+)(_reverse)?$")
         layers = [int(m.group(3)) for k in sd if (m := layer_re.match(k))]
@@ -183,11 +165,10 @@ class LSTMConfig:
                 f"state_dict under prefix={prefix!r} is not an nn.LSTM's: weight_ih_l0 has shape "
                 f"{w_ih} (expected (4H, I)), weight_hh_l0 has shape {w_hh} (expected (4H, H_out))"
             )
-        hidden = w_ih[0] // 4
         proj = sd["weight_hr_l0"].shape[0] if "weight_hr_l0" in sd else 0
         return cls(
             input_size=int(w_ih[1]),
-            hidden_size=int(hidden),
+            hidden_size=int(w_ih[0] // 4),
             num_layers=max(layers) + 1,
             bias="bias_ih_l0" in sd,
             batch_first=batch_first,
@@ -215,3 +196,126 @@ def param_names(config: LSTMConfig, layer: int, direction: int) -> dict[str, str
     if config.proj_size > 0:
         roles.append("weight_hr")
     return {role: role + suffix for role in roles}
+
+
+@dataclasses.dataclass(frozen=True)
+class LSTMCellConfig:
+    """The structural arguments of `torch.nn.LSTMCell`.
+
+    Attributes:
+        input_size: I, features of the input.
+        hidden_size: H, features of h and c.
+        bias: whether the cell has `bias_ih` and `bias_hh`.
+
+    Raises:
+        TypeError: a size is not an int, or bias is not a bool.
+        ValueError: a size is not positive.
+
+    Example:
+        >>> LSTMCellConfig(10, 20).param_shapes()["weight_hh"]
+        (80, 20)
+    """
+
+    input_size: int
+    hidden_size: int
+    bias: bool = True
+
+    def __post_init__(self) -> None:
+        require_positive_int("input_size", self.input_size)
+        require_positive_int("hidden_size", self.hidden_size)
+        require_bool("bias", self.bias)
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every parameter's torch name and shape, in torch's `state_dict` order.
+
+        Returns:
+            `{"weight_ih": (4H, I), "weight_hh": (4H, H)}`, and with bias `bias_ih`, `bias_hh`
+            `(4H,)`.
+        """
+        gates = 4 * self.hidden_size
+        shapes = {"weight_ih": (gates, self.input_size), "weight_hh": (gates, self.hidden_size)}
+        if self.bias:
+            shapes |= {"bias_ih": (gates,), "bias_hh": (gates,)}
+        return shapes
+
+    def as_lstm(self, *, batch_first: bool = False) -> LSTMConfig:
+        """The one-layer `LSTMConfig` that computes what this cell computes, step after step.
+
+        Its parameters are the cell's under the names `layer_names(...)` gives.
+        """
+        return LSTMConfig(self.input_size, self.hidden_size, bias=self.bias, batch_first=batch_first)
+
+    @classmethod
+    def from_state_dict(cls, state_dict: Mapping[str, Any], *, prefix: str = "") -> LSTMCellConfig:
+        """Infers the configuration that a torch `nn.LSTMCell` state_dict determines.
+
+        Args:
+            state_dict: `{name: array-like with .shape}`, e.g. `torch_cell.state_dict()`.
+            prefix: only keys starting with it are read, with it stripped (e.g. `"cell."`).
+
+        Returns:
+            The config whose `param_shapes()` the state_dict's cell keys have.
+
+        Raises:
+            ValueError: no `weight_ih`/`weight_hh` under `prefix`, or their shapes are not a
+                cell's.
+
+        Example:
+            >>> import numpy as np
+            >>> sd = {"weight_ih": np.zeros((8, 3)), "weight_hh": np.zeros((8, 2))}
+            >>> LSTMCellConfig.from_state_dict(sd)
+            LSTMCellConfig(input_size=3, hidden_size=2, bias=False)
+        """
+        sd = _under_prefix(state_dict, prefix)
+        if "weight_ih" not in sd or "weight_hh" not in sd:
+            raise ValueError(
+                f"state_dict has no LSTMCell weights under prefix={prefix!r}: expected the keys "
+                f"{prefix + 'weight_ih'!r} and {prefix + 'weight_hh'!r}, {_found_keys(state_dict)}"
+            )
+        w_ih, w_hh = tuple(sd["weight_ih"].shape), tuple(sd["weight_hh"].shape)
+        if len(w_ih) != 2 or len(w_hh) != 2 or w_ih[0] % 4 or w_hh != (w_ih[0], w_ih[0] // 4):
+            raise ValueError(
+                f"state_dict under prefix={prefix!r} is not an nn.LSTMCell's: weight_ih has shape "
+                f"{w_ih} (expected (4H, I)) and weight_hh {w_hh} (expected (4H, H))"
+            )
+        return cls(int(w_ih[1]), int(w_ih[0] // 4), bias="bias_ih" in sd)
+
+
+def param_roles(config: LSTMConfig | LSTMCellConfig) -> dict[str, str]:
+    """`{torch name: role}` of every parameter, in torch's `state_dict` order.
+
+    A role is the name a parameter has in one direction of one layer, or in a cell:
+    `weight_ih`, `weight_hh`, `bias_ih`, `bias_hh` or `weight_hr`.
+
+    Example:
+        >>> param_roles(LSTMConfig(3, 5, bidirectional=True, bias=False))["weight_hh_l0_reverse"]
+        'weight_hh'
+    """
+    if isinstance(config, LSTMCellConfig):
+        return {name: name for name in config.param_shapes()}
+    return {
+        name: role
+        for k in range(config.num_layers)
+        for d in range(config.num_directions)
+        for role, name in param_names(config, k, d).items()
+    }
+
+
+def layer_names(config: LSTMCellConfig) -> dict[str, str]:
+    """The cell's parameter names mapped to those of the equivalent one-layer LSTM.
+
+    `{"weight_ih": "weight_ih_l0", ...}`: rename a cell's parameters with it to run them as
+    `config.as_lstm()` over a whole sequence in one call, and invert it to go back.
+    """
+    return param_names(config.as_lstm(), 0, 0)
+
+
+def _under_prefix(state_dict: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """The entries of `state_dict` whose key starts with `prefix`, with it stripped."""
+    return {k[len(prefix) :]: v for k, v in state_dict.items() if isinstance(k, str) and k.startswith(prefix)}
+
+
+def _found_keys(state_dict: Mapping[str, Any], most: int = 8) -> str:
+    """`found keys [...]` for an error message: the first `most` keys, sorted."""
+    keys = sorted(str(k) for k in state_dict)
+    return f"found keys {keys[:most]}{' ...' if len(keys) > most else ''}"

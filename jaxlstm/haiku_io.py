@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlstm.config import LSTMConfig, param_names, require_positive_int
+from jaxlstm._checks import require_positive_int
+from jaxlstm.config import LSTMConfig, param_names
 from jaxlstm.torch_io import to_numpy
 
 __all__ = ["from_haiku", "haiku_to_torch", "hx_from_haiku", "to_haiku", "torch_to_haiku"]

@@ -51,6 +51,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxlstm.cell import activate_gates, split_gates, state_update, tanh
+from jaxlstm.options import ScanOptions
 
 __all__ = ["LayerWeights", "lstm_layer"]
 
@@ -80,10 +81,7 @@ def lstm_layer(
     c0: Array,
     *,
     mask: Array | None = None,
-    unroll: int = 1,
-    custom_vjp: bool = True,
-    fuse_directions: bool | None = None,
-    remat: bool = False,
+    scan: ScanOptions,
 ) -> tuple[Array, Array, Array]:
     """Runs one layer (one or two directions) over a time-major sequence.
 
@@ -93,20 +91,7 @@ def lstm_layer(
         h0: `[D, B, H_out]` initial hidden state per direction.
         c0: `[D, B, H]` initial cell state per direction (state dtype, at least float32).
         mask: `[T, B]` bool, True at valid steps (`t < length`), or None if all are valid.
-        unroll: scan steps per loop iteration (`jax.lax.scan`'s `unroll`).
-        custom_vjp: differentiate through the hand-written backward scan (faster; any
-            derivative that starts with reverse mode, see the module docstring); False
-            differentiates the plain scan (plain forward mode works too).
-        fuse_directions: run both directions of a bidirectional layer in one scan (T
-            sequential steps, not 2T). None: yes except on CPU. On GPU one iteration
-            issues both directions' work, halving the sequential kernel launches; XLA:CPU
-            runs a loop body's ops one after another, so there one scan saves nothing and
-            measured 0-15% slower than two (see the module docstring).
-        remat: keep only the states for the backward pass, not the gates: the activation
-            memory of the recurrence falls from `(4H + H + H_out)` to `(H + H_out)` values
-            per step and sequence, and the backward pass recomputes the gates step by step
-            (custom VJP: two more small matmuls per reverse step; `custom_vjp=False`:
-            through `jax.checkpoint`).
+        scan: resolved options (`ScanOptions.resolve()`: no None left).
 
     Returns:
         `(out, h_n, c_n)`: `out` `[T, B, D*H_out]` ([forward, backward] on the feature axis,
@@ -123,10 +108,9 @@ def lstm_layer(
     masks = None
     if mask is not None:
         masks = tuple(m[..., None] for m in (mask, jnp.flip(mask, axis=0))[:num_dirs])
-    recurrence = _recurrence_custom_vjp if custom_vjp else _recurrence
-    if fuse_directions is None:
-        fuse_directions = jax.default_backend() != "cpu"
-    if fuse_directions or num_dirs == 1:
+    recurrence = _recurrence_custom_vjp if scan.custom_vjp else _recurrence
+    unroll, remat = scan.unroll, scan.remat
+    if scan.fuse_directions or num_dirs == 1:
         hs, c_n = recurrence(xs, *weights, h0, c0, masks, unroll, remat)
     else:
         hs, c_n = (), ()

@@ -17,9 +17,8 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -27,9 +26,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlstm._checks import check_params
 from jaxlstm.cell import lstm_cell
-from jaxlstm.config import LSTMConfig, require_positive_int
+from jaxlstm.config import LSTMCellConfig, LSTMConfig
+from jaxlstm.initializers import Initializer, init_params
 from jaxlstm.lstm import lstm
+from jaxlstm.options import ScanOptions
 from jaxlstm.torch_io import (
     LoadResult,
     as_state_dict,
@@ -38,31 +40,39 @@ from jaxlstm.torch_io import (
     torch_lstm_arguments,
 )
 
-__all__ = ["LSTM", "LSTMCell", "from_torch", "load_torch_state_dict", "torch_state_dict"]
+__all__ = ["LSTM", "LSTMCell", "from_params", "from_torch", "load_torch_state_dict", "torch_state_dict"]
 
 Array = jax.Array
 
 _CELL_ORDER = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
-def _torch_uniform(hidden_size: int):
-    """Torch's default initialiser, U(-1/√H, 1/√H), as a linen initialiser."""
-    bound = 1.0 / math.sqrt(hidden_size)
+def _declare_params(
+    module: nn.Module, config: LSTMConfig | LSTMCellConfig, inits: dict[str, Initializer | None]
+) -> dict[str, Array]:
+    """Declares the module's parameters under torch's names; returns them.
 
-    def init(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
+    At `init`, all are drawn at once by `jaxlstm.init_params` from one key, the one linen
+    draws for the module's first parameter (its first `make_rng("params")`), as the nnx
+    modules draw theirs from `rngs.params()`: the same key gives the same weights.
+    """
+    drawn: dict[str, Array] = {}
 
-    return init
+    def initial(name: str) -> Callable[..., Array]:
+        def init(key: Array, shape: tuple[int, ...], dtype: Any) -> Array:
+            if not module.is_initializing():
+                # linen's shape check of an existing parameter (under eval_shape): no draw.
+                return jnp.zeros(shape, dtype)
+            if not drawn:
+                drawn.update(init_params(key, config, dtype, **inits))
+            return drawn[name]
 
+        return init
 
-def cell_param_shapes(input_size: int, hidden_size: int, bias: bool = True) -> dict[str, tuple[int, ...]]:
-    """`{torch name: shape}` of an `nn.LSTMCell`: `weight_ih` `(4H, I)`, `weight_hh` `(4H, H)`,
-    and with bias `bias_ih`, `bias_hh` `(4H,)`."""
-    G = 4 * hidden_size
-    shapes = {"weight_ih": (G, input_size), "weight_hh": (G, hidden_size)}
-    if bias:
-        shapes |= {"bias_ih": (G,), "bias_hh": (G,)}
-    return shapes
+    return {
+        name: module.param(name, initial(name), shape, module.param_dtype)
+        for name, shape in config.param_shapes().items()
+    }
 
 
 class LSTM(nn.Module):
@@ -81,6 +91,11 @@ class LSTM(nn.Module):
             The cell state c stays in at least float32.
         param_dtype: dtype of the parameters.
         deterministic: default for the call argument of the same name (as `nn.Dropout`).
+        kernel_init: initializer of every `weight_ih*`, in Flax's convention (see
+            `jaxlstm.initializers`); None: torch's U(-1/√H, 1/√H), as for the three below.
+        recurrent_kernel_init: initializer of every `weight_hh*`.
+        bias_init: initializer of every `bias_ih*` and `bias_hh*`.
+        projection_init: initializer of every `weight_hr*`.
 
     Raises:
         TypeError, ValueError: invalid structural arguments (see `LSTMConfig`), at
@@ -107,6 +122,10 @@ class LSTM(nn.Module):
     dtype: Any = None
     param_dtype: Any = jnp.float32
     deterministic: bool | None = None
+    kernel_init: Initializer | None = None
+    recurrent_kernel_init: Initializer | None = None
+    bias_init: Initializer | None = None
+    projection_init: Initializer | None = None
 
     def __post_init__(self) -> None:
         self.config(1)  # validates the structural arguments now, not at the first call
@@ -133,9 +152,7 @@ class LSTM(nn.Module):
         *,
         seq_lengths: Array | None = None,
         deterministic: bool | None = None,
-        unroll: int | None = None,
-        custom_vjp: bool = True,
-        remat: bool = False,
+        scan: ScanOptions | None = None,
     ) -> tuple[Array, tuple[Array, Array]]:
         """Runs the LSTM; see `jaxlstm.lstm` for every shape.
 
@@ -146,11 +163,7 @@ class LSTM(nn.Module):
             deterministic: if False, dropout between layers is applied with the `'dropout'`
                 rng. Required (here or as attribute) only when dropout is active
                 (`dropout > 0` and `num_layers > 1`).
-            unroll: scan steps per loop iteration; None picks a default.
-            custom_vjp: differentiate with the hand-written backward pass (False: autodiff
-                of the plain scan, needed for plain forward mode); see `jaxlstm.lstm`.
-            remat: keep only the states for the backward pass and recompute the gates
-                (less activation memory); see `jaxlstm.lstm`.
+            scan: how the recurrence runs (`jaxlstm.ScanOptions`); None for the defaults.
 
         Returns:
             `(out [T, B, D*H_out], (h_n [D*L, B, H_out], c_n [D*L, B, H]))`.
@@ -162,11 +175,13 @@ class LSTM(nn.Module):
         if x.ndim == 0:
             raise ValueError(f"input must be [T, B, I], [B, T, I] or [T, I], got shape {x.shape}")
         config = self.config(x.shape[-1])
-        init = _torch_uniform(self.hidden_size)
-        params = {
-            name: self.param(name, init, shape, self.param_dtype)
-            for name, shape in config.param_shapes().items()
+        inits = {
+            "kernel_init": self.kernel_init,
+            "recurrent_kernel_init": self.recurrent_kernel_init,
+            "bias_init": self.bias_init,
+            "projection_init": self.projection_init,
         }
+        params = _declare_params(self, config, inits)
         key = None
         if config.dropout > 0 and config.num_layers > 1:
             if not nn.merge_param("deterministic", self.deterministic, deterministic):
@@ -174,10 +189,7 @@ class LSTM(nn.Module):
         if self.dtype is not None:
             params = {k: v.astype(self.dtype) for k, v in params.items()}
             x = x.astype(self.dtype)
-        return lstm(
-            params, x, hx, config=config, seq_lengths=seq_lengths, dropout_key=key, unroll=unroll,
-            custom_vjp=custom_vjp, remat=remat,
-        )
+        return lstm(params, x, hx, config=config, seq_lengths=seq_lengths, dropout_key=key, scan=scan)
 
 
 class LSTMCell(nn.Module):
@@ -188,6 +200,10 @@ class LSTMCell(nn.Module):
         bias: whether the cell has `bias_ih` and `bias_hh` `(4H,)`.
         dtype: compute dtype; None uses the inputs' and parameters'.
         param_dtype: dtype of the parameters.
+        kernel_init: initializer of `weight_ih`, in Flax's convention (see
+            `jaxlstm.initializers`); None: torch's U(-1/√H, 1/√H), as for the two below.
+        recurrent_kernel_init: initializer of `weight_hh`.
+        bias_init: initializer of `bias_ih` and `bias_hh`.
 
     Raises:
         TypeError, ValueError: hidden_size is not a positive int or bias not a bool.
@@ -205,12 +221,17 @@ class LSTMCell(nn.Module):
     bias: bool = True
     dtype: Any = None
     param_dtype: Any = jnp.float32
+    kernel_init: Initializer | None = None
+    recurrent_kernel_init: Initializer | None = None
+    bias_init: Initializer | None = None
 
     def __post_init__(self) -> None:
-        require_positive_int("hidden_size", self.hidden_size)
-        if not isinstance(self.bias, bool):
-            raise TypeError(f"bias must be a bool, got {self.bias!r} of type {type(self.bias).__name__}")
+        self.config(1)  # validates the structural arguments now, not at the first call
         super().__post_init__()
+
+    def config(self, input_size: int) -> LSTMCellConfig:
+        """The `LSTMCellConfig` of this module for inputs of `input_size` features."""
+        return LSTMCellConfig(input_size, self.hidden_size, bias=self.bias)
 
     @nn.compact
     def __call__(self, x: Array, hx: tuple[Array, Array] | None = None) -> tuple[Array, Array]:
@@ -222,13 +243,63 @@ class LSTMCell(nn.Module):
         x = jnp.asarray(x)
         if x.ndim == 0:
             raise ValueError(f"x must be [B, I] or unbatched [I], got shape {x.shape}")
-        init = _torch_uniform(self.hidden_size)
-        shapes = cell_param_shapes(x.shape[-1], self.hidden_size, self.bias)
-        params = {name: self.param(name, init, shape, self.param_dtype) for name, shape in shapes.items()}
+        inits = {
+            "kernel_init": self.kernel_init,
+            "recurrent_kernel_init": self.recurrent_kernel_init,
+            "bias_init": self.bias_init,
+        }
+        params = _declare_params(self, self.config(x.shape[-1]), inits)
         if self.dtype is not None:
             params = {k: v.astype(self.dtype) for k, v in params.items()}
             x = x.astype(self.dtype)
         return lstm_cell(params, x, hx)
+
+
+def from_params(
+    params: Mapping[str, Any], config: LSTMConfig | LSTMCellConfig, *, dtype: Any = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """A `jaxlstm.linen` module of `config` and its variables holding `params`.
+
+    Args:
+        params: `{torch name: array}` with exactly the names and shapes of
+            `config.param_shapes()`; their dtype becomes `param_dtype`.
+        config: an `LSTMConfig` (gives an `LSTM`) or `LSTMCellConfig` (gives an `LSTMCell`).
+        dtype: the module's compute dtype (None: the inputs' and parameters').
+
+    Returns:
+        `(module, {"params": {torch name: jax.Array}})`, names in torch's order.
+
+    Raises:
+        TypeError: `config` is not a configuration.
+        ValueError: names or shapes do not match `config` (all listed).
+
+    Example:
+        >>> cfg = LSTMConfig(3, 4)
+        >>> model, variables = from_params(jaxlstm.init_params(jax.random.key(0), cfg), cfg)
+        >>> model.apply(variables, jnp.zeros((5, 2, 3)))[0].shape
+        (5, 2, 4)
+    """
+    if not isinstance(config, (LSTMConfig, LSTMCellConfig)):
+        raise TypeError(f"config must be a jaxlstm.LSTMConfig or LSTMCellConfig, got {type(config).__name__}")
+    shapes = config.param_shapes()
+    check_params(params, shapes)
+    values = {name: jnp.asarray(params[name]) for name in shapes}
+    param_dtype = jnp.result_type(*values.values())
+    if isinstance(config, LSTMCellConfig):
+        module: nn.Module = LSTMCell(config.hidden_size, bias=config.bias, dtype=dtype, param_dtype=param_dtype)
+    else:
+        module = LSTM(
+            config.hidden_size,
+            config.num_layers,
+            bias=config.bias,
+            batch_first=config.batch_first,
+            dropout=config.dropout,
+            bidirectional=config.bidirectional,
+            proj_size=config.proj_size,
+            dtype=dtype,
+            param_dtype=param_dtype,
+        )
+    return module, {"params": values}
 
 
 def _split_variables(variables: Mapping[str, Any], what: str) -> tuple[dict[str, Any], bool]:

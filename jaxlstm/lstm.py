@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import functools
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,90 +13,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlstm._checks import (
-    check_float_dtype,
-    check_floating,
-    check_params,
-    is_concrete,
-    split_state,
-)
+from jaxlstm._checks import check_floating, check_key, check_params, is_concrete, split_state
 from jaxlstm.cell import state_dtype
 from jaxlstm.config import LSTMConfig, param_names
 from jaxlstm.layer import LayerWeights, lstm_layer
+from jaxlstm.options import ScanOptions
 
-__all__ = ["check_params", "init_params", "lstm"]
+__all__ = ["lstm", "resolve_scan"]
 
 Array = jax.Array
 
 
-def uniform_params(
-    key: Array, shapes: Mapping[str, tuple[int, ...]], hidden_size: int, dtype: Any = jnp.float32
-) -> dict[str, Array]:
-    """Torch's default initialisation of LSTMs and LSTM cells: every array U(-1/√H, 1/√H).
-
-    The arrays are consecutive pieces of one stream of U(-1, 1) numbers, scaled by 1/√H. The
-    stream is drawn in chunks of a fixed size by one compiled function, so building a model
-    compiles nothing new after the first: drawn eagerly, each array of a new shape compiled
-    its own random kernel, and building a model took seconds on a CPU. The values do not
-    depend on whether `key` is traced (e.g. under `nnx.eval_shape` or `jax.jit`).
-
-    Args:
-        key: a PRNG key.
-        shapes: `{name: shape}`, filled in this order.
-        hidden_size: H, which sets the bound.
-        dtype: the arrays' dtype (drawn in at least float32, then cast).
-
-    Returns:
-        `{name: array}` in the order of `shapes`.
+def resolve_scan(scan: ScanOptions | None) -> ScanOptions:
+    """`scan` (None: the defaults) resolved against the current backend.
 
     Raises:
-        TypeError: `dtype` is not a floating-point dtype.
+        TypeError: `scan` is not a `ScanOptions` or None.
     """
-    dtype = check_float_dtype("dtype (param_dtype) of the parameters", dtype)
-    draw = jnp.promote_types(dtype, jnp.float32)
-    sizes = [math.prod(shape) for shape in shapes.values()]
-    chunks = [_uniform_chunk(key, i, draw) for i in range(-(-sum(sizes) // _CHUNK))]
-    traced = isinstance(key, jax.core.Tracer)
-    # Concrete: slice and scale on the host (no compilation); traced: the same arithmetic in jnp.
-    xp = jnp if traced else np
-    stream = xp.concatenate([c if traced else np.asarray(c) for c in chunks] or [xp.zeros(0, draw)])
-    bound = xp.asarray(1.0 / math.sqrt(hidden_size), draw)
-    out, offset = {}, 0
-    for (name, shape), size in zip(shapes.items(), sizes, strict=True):
-        piece = (stream[offset : offset + size] * bound).reshape(shape)
-        out[name] = jnp.asarray(piece.astype(dtype))
-        offset += size
-    return out
-
-
-_CHUNK = 1 << 14  # numbers per compiled draw
-
-
-@functools.partial(jax.jit, static_argnums=2)
-def _uniform_chunk(key: Array, index: Array, dtype: Any) -> Array:
-    """U(-1, 1) numbers `[_CHUNK]`, the `index`-th chunk of `key`'s stream."""
-    return jax.random.uniform(jax.random.fold_in(key, index), (_CHUNK,), dtype, -1.0, 1.0)
-
-
-def init_params(key: Array, config: LSTMConfig, dtype: Any = jnp.float32) -> dict[str, Array]:
-    """Torch's default initialisation: every parameter drawn from U(-1/√H, 1/√H).
-
-    Args:
-        key: a PRNG key.
-        config: the LSTM's configuration.
-        dtype: the parameters' dtype.
-
-    Returns:
-        `{torch name: array}` with the shapes of `config.param_shapes()`, in torch's order.
-
-    Example:
-        >>> params = init_params(jax.random.key(0), LSTMConfig(3, 5))
-        >>> params["weight_ih_l0"].shape
-        (20, 3)
-    """
-    if not isinstance(config, LSTMConfig):
-        raise TypeError(f"config must be a jaxlstm.LSTMConfig, got {type(config).__name__}")
-    return uniform_params(key, config.param_shapes(), config.hidden_size, dtype)
+    if scan is None:
+        scan = ScanOptions()
+    if not isinstance(scan, ScanOptions):
+        raise TypeError(f"scan must be a jaxlstm.ScanOptions or None, got {type(scan).__name__}")
+    return scan.resolve()
 
 
 def _check_seq_lengths(seq_lengths: Any, batch: int, steps: int, batched: bool) -> Array:
@@ -126,41 +62,11 @@ def _check_seq_lengths(seq_lengths: Any, batch: int, steps: int, batched: bool) 
     return lengths.reshape(batch)
 
 
-def _check_key(key: Any) -> None:
-    typed = isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ()
-    raw = hasattr(key, "dtype") and key.dtype == jnp.uint32 and tuple(key.shape) == (2,)
-    if not (typed or raw):
-        got = f"{type(key).__name__} with dtype {key.dtype} and shape {key.shape}" if hasattr(key, "dtype") else repr(key)
-        raise TypeError(f"dropout_key must be a PRNG key (jax.random.key(...)) or None, got {got}")
-
-
 def _dropout(key: Array, x: Array, rate: float) -> Array:
     if rate >= 1.0:
         return jnp.zeros_like(x)
     keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
     return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype))
-
-
-def default_unroll() -> int:
-    """Scan steps per loop iteration used when `unroll=None`: 1 on CPU, 8 on GPU.
-
-    CPU (2 cores, fp32, `experiments/benchmark.py` configs, ms medians from one process, two
-    rounds each; the machine was shared, so only differences beyond ~20% mean anything):
-
-    | config, mode    | unroll 1   | unroll 2   | unroll 4   | compile s (1 / 2 / 4) |
-    |-----------------|------------|------------|------------|-----------------------|
-    | digits fwd      | 21, 21     | 23, 22     | 25, 23     | 0.4 / 0.5 / 0.8       |
-    | digits fwd+bwd  | 56, 61     | 75, 80     | 43, 104    | 1.0 / 2.2 / 3.0       |
-    | bidir fwd       | 660, 633   | 606, 686   | 710, 604   | 0.8 / 0.8 / 1.1       |
-    | bidir fwd+bwd   | 1529, 1738 | 1736, 1683 | 1508, 1577 | 2.3 / 3.8 / 5.9       |
-
-    Unrolling gives no consistent gain there (XLA:CPU has no per-iteration launch cost to
-    amortise; each step's matmul dominates) but multiplies compile time by up to 2.5, which
-    on a loaded machine brought the 2-layer bidirectional fwd+bwd to 8-9 s at unroll 4
-    against 4 s at 1. On GPU, unrolling amortises per-iteration kernel launches; 8 is the
-    issue's measured baseline there (not re-measured in this CPU-only work).
-    """
-    return 8 if jax.default_backend() == "gpu" else 1
 
 
 def lstm(
@@ -171,9 +77,7 @@ def lstm(
     config: LSTMConfig,
     seq_lengths: Array | None = None,
     dropout_key: Array | None = None,
-    unroll: int | None = None,
-    custom_vjp: bool = True,
-    remat: bool = False,
+    scan: ScanOptions | None = None,
 ) -> tuple[Array, tuple[Array, Array]]:
     """The forward pass of `torch.nn.LSTM`, as a pure function.
 
@@ -189,21 +93,9 @@ def lstm(
             Values are checked only when concrete (not under `jit`); see `jaxlstm.checked`.
         dropout_key: a PRNG key enabling dropout of rate `config.dropout` on the outputs of
             every layer but the last (training mode); None disables dropout.
-        unroll: scan steps per loop iteration; None picks a default for the backend.
-        custom_vjp: differentiate with the layer's hand-written backward pass (True, the
-            default; 1.1–1.7× faster fwd+bwd on CPU). It supports every derivative that
-            starts with reverse mode: `jax.grad` of `jax.grad`, Hessian-vector products as
-            `jax.jvp` of `jax.grad`, and `jax.hessian`. Plain forward mode of `lstm` itself
-            (`jax.jvp`, `jax.jacfwd`, `jax.linearize`) raises `TypeError: can't apply
-            forward-mode autodiff (jvp) to a custom_vjp function`; pass False for it, which
-            differentiates the plain scan (every mode, slower reverse mode).
-        remat: save less for the backward pass: per layer, direction, step and sequence the
-            recurrence then keeps `H + H_out` values (its states) instead of `5H + H_out`
-            (also the four activated gates), and the backward pass recomputes each step's
-            gates: two more small matmuls per reverse step (custom VJP) or through
-            `jax.checkpoint` (`custom_vjp=False`). Results are identical up to float
-            rounding; on CPU it cut a gradient's scratch memory by 20-31% for 16-36% more
-            time (see the README's Performance section).
+        scan: how the recurrence runs over time and is differentiated
+            (`jaxlstm.ScanOptions`: unroll, custom backward pass, remat, fused directions);
+            None for the defaults. It changes speed and memory, not results.
 
     Returns:
         `(out, (h_n, c_n))`: `out` `[T, B, D*H_out]` (batch-first: `[B, T, D*H_out]`;
@@ -214,7 +106,7 @@ def lstm(
         ValueError: a shape does not match the configuration, or concrete seq_lengths are
             outside [1, T].
         TypeError: x is not floating point, hx is not a pair, seq_lengths is not integer,
-            custom_vjp or remat is not a bool.
+            dropout_key is not a PRNG key, scan is not a ScanOptions.
 
     Note:
         Traced `seq_lengths` (arguments of a `jax.jit`-ed, `vmap`-ed or differentiated
@@ -234,13 +126,9 @@ def lstm(
     if not isinstance(config, LSTMConfig):
         raise TypeError(f"config must be a jaxlstm.LSTMConfig, got {type(config).__name__}")
     check_params(params, config.param_shapes())
-    if unroll is not None and (isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1):
-        raise ValueError(f"unroll must be a positive int or None, got {unroll!r}")
-    for name, flag in (("custom_vjp", custom_vjp), ("remat", remat)):
-        if not isinstance(flag, bool):
-            raise TypeError(f"{name} must be a bool, got {flag!r}")
+    scan = resolve_scan(scan)
     if dropout_key is not None:
-        _check_key(dropout_key)
+        check_key("dropout_key", dropout_key)
     x = jnp.asarray(x)
     given_shape = x.shape
     check_floating("input", x)
@@ -294,7 +182,6 @@ def lstm(
     num_dirs = config.num_directions
     h0 = h0.reshape(config.num_layers, num_dirs, batch, config.output_size)
     c0 = c0.reshape(config.num_layers, num_dirs, batch, config.hidden_size)
-    unroll = default_unroll() if unroll is None else unroll
     layer_input = x.astype(dtype)
     h_n, c_n = [], []
     for k in range(config.num_layers):
@@ -311,7 +198,7 @@ def lstm(
             w_hr=stack("weight_hr") if config.proj_size > 0 else None,
         )
         layer_input, h_k, c_k = lstm_layer(
-            weights, layer_input, h0[k], c0[k], mask=mask, unroll=unroll, custom_vjp=custom_vjp, remat=remat
+            weights, layer_input, h0[k], c0[k], mask=mask, scan=scan
         )
         h_n.append(h_k)
         c_n.append(c_k)

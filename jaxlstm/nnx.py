@@ -1,40 +1,77 @@
 """`jaxlstm.LSTM` and `jaxlstm.LSTMCell`: thin `flax.nnx` modules over the functional core.
 
 Each parameter is an `nnx.Param` attribute named exactly like the torch `state_dict` key
-(`lstm.weight_ih_l0`, `cell.bias_hh`, ...), with torch's shape and gate order.
+(`lstm.weight_ih_l0`, `cell.bias_hh`, ...), with torch's shape and gate order. Building a
+module from weights (`from_params`) lives here too, so every importer builds modules one way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
-from jaxlstm._checks import check_float_dtype, check_floating
+from jaxlstm._checks import check_float_dtype, check_floating, check_params
 from jaxlstm.cell import lstm_cell
-from jaxlstm.config import LSTMConfig, require_positive_int
-from jaxlstm.lstm import init_params, lstm, uniform_params
+from jaxlstm.config import LSTMCellConfig, LSTMConfig, layer_names
+from jaxlstm.initializers import Initializer, init_params
+from jaxlstm.lstm import lstm
+from jaxlstm.options import ScanOptions
 
-__all__ = ["LSTM", "LSTMCell"]
+__all__ = ["LSTM", "LSTMCell", "check_rngs", "from_params"]
 
 Array = jax.Array
 
 
-class _TorchParams(nnx.Module):
-    """Shared plumbing: parameters stored as attributes under their torch names."""
+def check_rngs(rngs: Any) -> nnx.Rngs:
+    """Returns `rngs` if it is an `nnx.Rngs`, else raises TypeError naming the argument.
+
+    Raises:
+        TypeError: `rngs` is anything else (an int seed, a bare key, a numpy Generator).
+    """
+    if not isinstance(rngs, nnx.Rngs):
+        got = f"{type(rngs).__name__} {rngs!r}" if isinstance(rngs, (int, float, str)) else type(rngs).__name__
+        raise TypeError(f"rngs must be an nnx.Rngs such as nnx.Rngs(0), got {got}")
+    return rngs
+
+
+class _TorchNamedParams(nnx.Module):
+    """What both modules share: a config, parameters stored as attributes under torch's names."""
+
+    config: LSTMConfig | LSTMCellConfig
+    dtype: Any
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """`{torch name: shape}` of every parameter, in torch's `state_dict` order."""
-        raise NotImplementedError
+        return self.config.param_shapes()
 
     @property
     def params(self) -> dict[str, Array]:
         """`{torch name: array}` of every parameter, in torch's `state_dict` order."""
         return {name: getattr(self, name).get_value() for name in self.param_shapes()}
 
-    def _init_params(self, params: dict[str, Array]) -> None:
+    def set_params(self, params: Mapping[str, Any]) -> None:
+        """Replaces parameter values in place, each cast to its parameter's dtype.
+
+        All names and shapes are checked before anything changes.
+
+        Args:
+            params: `{torch name: array}`, a subset of `param_shapes()`.
+
+        Raises:
+            ValueError: an unknown name or a mis-shaped value (all listed).
+        """
+        shapes = self.param_shapes()
+        check_params(params, {k: shapes[k] for k in params if k in shapes}, what="params")
+        for name, value in params.items():
+            var = getattr(self, name)
+            var.set_value(jnp.asarray(value, dtype=var.get_value().dtype))
+
+    def _store_params(self, params: Mapping[str, Array]) -> None:
         for name, value in params.items():
             setattr(self, name, nnx.Param(value))
 
@@ -51,14 +88,8 @@ class _TorchParams(nnx.Module):
             x = x.astype(self.dtype)
         return params, x
 
-    def set_params(self, params: dict[str, Any]) -> None:
-        """Replaces parameter values in place (shapes and names must already be checked)."""
-        for name, value in params.items():
-            var = getattr(self, name)
-            var.set_value(jnp.asarray(value, dtype=var.get_value().dtype))
 
-
-class LSTM(_TorchParams):
+class LSTM(_TorchNamedParams):
     """`torch.nn.LSTM` as a `flax.nnx.Module`.
 
     Args:
@@ -74,10 +105,16 @@ class LSTM(_TorchParams):
         dtype: compute dtype (e.g. `jnp.bfloat16`); None uses the inputs' and parameters'.
             The cell state c stays in at least float32.
         param_dtype: dtype of the parameters.
+        kernel_init: initializer of every `weight_ih*`, in Flax's convention (see
+            `jaxlstm.initializers`); None: torch's U(-1/√H, 1/√H), as for the three below.
+        recurrent_kernel_init: initializer of every `weight_hh*`.
+        bias_init: initializer of every `bias_ih*` and `bias_hh*`.
+        projection_init: initializer of every `weight_hr*`.
         rngs: `nnx.Rngs`; `params` initialises the weights, `dropout` draws dropout masks.
 
     Raises:
-        TypeError, ValueError: invalid structural arguments (see `LSTMConfig`).
+        TypeError, ValueError: invalid structural arguments (see `LSTMConfig`), `rngs` is not
+            an `nnx.Rngs`, or an initializer is not callable.
 
     Example:
         >>> lstm = LSTM(12, 10, num_layers=3, batch_first=True, rngs=nnx.Rngs(0))
@@ -99,6 +136,10 @@ class LSTM(_TorchParams):
         proj_size: int = 0,
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
+        kernel_init: Initializer | None = None,
+        recurrent_kernel_init: Initializer | None = None,
+        bias_init: Initializer | None = None,
+        projection_init: Initializer | None = None,
         rngs: nnx.Rngs,
     ):
         self.config = LSTMConfig(
@@ -111,15 +152,22 @@ class LSTM(_TorchParams):
             bidirectional=bidirectional,
             proj_size=proj_size,
         )
+        check_rngs(rngs)
         self.dtype = None if dtype is None else check_float_dtype("dtype", dtype)
-        self.param_dtype = param_dtype
+        self.param_dtype = check_float_dtype("param_dtype", param_dtype)
         self.deterministic = False
-        self._init_params(init_params(rngs.params(), self.config, param_dtype))
-        uses_dropout = dropout > 0 and num_layers > 1
-        self.dropout_rngs = rngs["dropout"].fork() if uses_dropout else None
-
-    def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        return self.config.param_shapes()
+        self._store_params(
+            init_params(
+                rngs.params(),
+                self.config,
+                self.param_dtype,
+                kernel_init=kernel_init,
+                recurrent_kernel_init=recurrent_kernel_init,
+                bias_init=bias_init,
+                projection_init=projection_init,
+            )
+        )
+        self.dropout_rngs = rngs["dropout"].fork() if self.uses_dropout else None
 
     # torch-style read access to the structural arguments: lstm.hidden_size, lstm.num_layers, ...
     input_size = property(lambda self: self.config.input_size)
@@ -131,15 +179,18 @@ class LSTM(_TorchParams):
     bidirectional = property(lambda self: self.config.bidirectional)
     proj_size = property(lambda self: self.config.proj_size)
 
+    @property
+    def uses_dropout(self) -> bool:
+        """Whether dropout between layers exists at all (`dropout > 0` and `num_layers > 1`)."""
+        return self.config.dropout > 0 and self.config.num_layers > 1
+
     def __call__(
         self,
         x: Array,
         hx: tuple[Array, Array] | None = None,
         *,
         seq_lengths: Array | None = None,
-        unroll: int | None = None,
-        custom_vjp: bool = True,
-        remat: bool = False,
+        scan: ScanOptions | None = None,
     ) -> tuple[Array, tuple[Array, Array]]:
         """Runs the LSTM; see `jaxlstm.lstm` for every shape.
 
@@ -147,11 +198,7 @@ class LSTM(_TorchParams):
             x: `[T, B, I]`, `[B, T, I]` with batch_first, or unbatched `[T, I]`.
             hx: `(h_0 [D*L, B, H_out], c_0 [D*L, B, H])` or None for zeros.
             seq_lengths: `[B]` integer lengths in [1, T], any order, or None.
-            unroll: scan steps per loop iteration; None picks a default.
-            custom_vjp: differentiate with the hand-written backward pass (False: autodiff
-                of the plain scan, needed for plain forward mode); see `jaxlstm.lstm`.
-            remat: keep only the states for the backward pass and recompute the gates
-                (less activation memory); see `jaxlstm.lstm`.
+            scan: how the recurrence runs (`jaxlstm.ScanOptions`); None for the defaults.
 
         Returns:
             `(out [T, B, D*H_out], (h_n [D*L, B, H_out], c_n [D*L, B, H]))`.
@@ -163,13 +210,27 @@ class LSTM(_TorchParams):
         if not self.deterministic and self.dropout_rngs is not None:
             key = self.dropout_rngs()
         params, x = self._compute_inputs(x)
-        return lstm(
-            params, x, hx, config=self.config, seq_lengths=seq_lengths, dropout_key=key, unroll=unroll,
-            custom_vjp=custom_vjp, remat=remat,
-        )
+        return lstm(params, x, hx, config=self.config, seq_lengths=seq_lengths, dropout_key=key, scan=scan)
+
+    def as_cell(self) -> LSTMCell:
+        """The `LSTMCell` holding this one-layer LSTM's weights, to step it by hand.
+
+        Raises:
+            ValueError: the LSTM has several layers, two directions or a projection, which
+                a cell cannot hold.
+        """
+        cfg = self.config
+        if cfg.num_layers != 1 or cfg.bidirectional or cfg.proj_size:
+            raise ValueError(
+                "only a one-layer, one-direction LSTM without projection is a cell, got "
+                f"num_layers={cfg.num_layers}, bidirectional={cfg.bidirectional}, proj_size={cfg.proj_size}"
+            )
+        cell_config = LSTMCellConfig(cfg.input_size, cfg.hidden_size, bias=cfg.bias)
+        params = self.params
+        return from_params({role: params[name] for role, name in layer_names(cell_config).items()}, cell_config, dtype=self.dtype)
 
 
-class LSTMCell(_TorchParams):
+class LSTMCell(_TorchNamedParams):
     """`torch.nn.LSTMCell` as a `flax.nnx.Module`.
 
     Args:
@@ -178,10 +239,15 @@ class LSTMCell(_TorchParams):
         bias: whether the cell has `bias_ih` and `bias_hh` `(4H,)`.
         dtype: compute dtype; None uses the inputs' and parameters'.
         param_dtype: dtype of the parameters.
-        rngs: `nnx.Rngs`; `params` initialises the weights, U(-1/√H, 1/√H) as in torch.
+        kernel_init: initializer of `weight_ih`, in Flax's convention (see
+            `jaxlstm.initializers`); None: torch's U(-1/√H, 1/√H), as for the two below.
+        recurrent_kernel_init: initializer of `weight_hh`.
+        bias_init: initializer of `bias_ih` and `bias_hh`.
+        rngs: `nnx.Rngs`; `params` initialises the weights.
 
     Raises:
-        TypeError, ValueError: a size is not a positive int, or bias is not a bool.
+        TypeError, ValueError: a size is not a positive int, bias is not a bool, `rngs` is not
+            an `nnx.Rngs`, or an initializer is not callable.
 
     Example:
         >>> cell = LSTMCell(10, 20, rngs=nnx.Rngs(0))
@@ -198,23 +264,29 @@ class LSTMCell(_TorchParams):
         bias: bool = True,
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
+        kernel_init: Initializer | None = None,
+        recurrent_kernel_init: Initializer | None = None,
+        bias_init: Initializer | None = None,
         rngs: nnx.Rngs,
     ):
-        self.input_size = require_positive_int("input_size", input_size)
-        self.hidden_size = require_positive_int("hidden_size", hidden_size)
-        if not isinstance(bias, bool):
-            raise TypeError(f"bias must be a bool, got {bias!r} of type {type(bias).__name__}")
-        self.bias = bias
+        self.config = LSTMCellConfig(input_size, hidden_size, bias=bias)
+        check_rngs(rngs)
         self.dtype = None if dtype is None else check_float_dtype("dtype", dtype)
-        self.param_dtype = param_dtype
-        self._init_params(uniform_params(rngs.params(), self.param_shapes(), hidden_size, param_dtype))
+        self.param_dtype = check_float_dtype("param_dtype", param_dtype)
+        self._store_params(
+            init_params(
+                rngs.params(),
+                self.config,
+                self.param_dtype,
+                kernel_init=kernel_init,
+                recurrent_kernel_init=recurrent_kernel_init,
+                bias_init=bias_init,
+            )
+        )
 
-    def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        G = 4 * self.hidden_size
-        shapes = {"weight_ih": (G, self.input_size), "weight_hh": (G, self.hidden_size)}
-        if self.bias:
-            shapes |= {"bias_ih": (G,), "bias_hh": (G,)}
-        return shapes
+    input_size = property(lambda self: self.config.input_size)
+    hidden_size = property(lambda self: self.config.hidden_size)
+    bias = property(lambda self: self.config.bias)
 
     def __call__(self, x: Array, hx: tuple[Array, Array] | None = None) -> tuple[Array, Array]:
         """One step: `x` `[B, I]` (or `[I]`), `hx` `(h [B, H], c [B, H])` or None -> `(h', c')`.
@@ -224,3 +296,81 @@ class LSTMCell(_TorchParams):
         """
         params, x = self._compute_inputs(x)
         return lstm_cell(params, x, hx)
+
+    def as_lstm(self, *, batch_first: bool = False) -> LSTM:
+        """A one-layer `LSTM` holding this cell's weights: a whole sequence in one call.
+
+        `cell.as_lstm()(x)` for `x` `[T, B, I]` gives the hidden states that stepping the cell
+        over `x[0], x[1], ...` gives, as `out` `[T, B, H]`; `LSTM.as_cell` goes back.
+
+        Args:
+            batch_first: the layout of the returned LSTM.
+        """
+        params = self.params
+        layer = {name: params[role] for role, name in layer_names(self.config).items()}
+        return from_params(layer, self.config.as_lstm(batch_first=batch_first), dtype=self.dtype)
+
+
+def from_params(
+    params: Mapping[str, Any],
+    config: LSTMConfig | LSTMCellConfig,
+    *,
+    dtype: Any = None,
+    rngs: nnx.Rngs | None = None,
+) -> LSTM | LSTMCell:
+    """A `jaxlstm.LSTM` (or `LSTMCell`) of `config` holding `params`, without drawing weights.
+
+    The module is built abstractly (`nnx.eval_shape`) and each parameter then set, which
+    skips the random initialisation of weights that would be overwritten. `param_dtype` is
+    the arrays' dtype; values are copied exactly. The module is in train mode, like a new
+    one; call `.eval()` for inference with dropout off.
+
+    Args:
+        params: `{torch name: array}` with exactly the names and shapes of
+            `config.param_shapes()`.
+        config: an `LSTMConfig` (gives an `LSTM`) or `LSTMCellConfig` (gives an `LSTMCell`).
+        dtype: the module's compute dtype (None: the inputs' and parameters').
+        rngs: for the dropout stream of an `LSTM` with dropout (default `nnx.Rngs(0)`).
+
+    Returns:
+        The module.
+
+    Raises:
+        TypeError: `config` is not a configuration, `rngs` not an `nnx.Rngs`, or the
+            parameters are not floating point.
+        ValueError: names or shapes do not match `config` (all listed).
+
+    Example:
+        >>> cfg = LSTMConfig(3, 4)
+        >>> model = from_params(jaxlstm.init_params(jax.random.key(0), cfg), cfg)
+        >>> model.hidden_size
+        4
+    """
+    if not isinstance(config, (LSTMConfig, LSTMCellConfig)):
+        raise TypeError(f"config must be a jaxlstm.LSTMConfig or LSTMCellConfig, got {type(config).__name__}")
+    rngs = nnx.Rngs(0) if rngs is None else check_rngs(rngs)
+    check_params(params, config.param_shapes())
+    param_dtype = np.result_type(*(np.dtype(getattr(v, "dtype", np.float32)) for v in params.values()))
+    param_dtype = check_float_dtype("the parameters' dtype", param_dtype)
+    if isinstance(config, LSTMCellConfig):
+        arguments = {"bias": config.bias}
+        cls: type[LSTM] | type[LSTMCell] = LSTMCell
+    else:
+        arguments = {
+            "num_layers": config.num_layers,
+            "bias": config.bias,
+            "batch_first": config.batch_first,
+            "dropout": config.dropout,
+            "bidirectional": config.bidirectional,
+            "proj_size": config.proj_size,
+        }
+        cls = LSTM
+    model = nnx.eval_shape(
+        lambda: cls(
+            config.input_size, config.hidden_size, **arguments, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0)
+        )
+    )
+    model.set_params(params)
+    if isinstance(model, LSTM) and model.uses_dropout:
+        model.dropout_rngs = rngs["dropout"].fork()  # a real stream, not eval_shape's abstract one
+    return model

@@ -243,9 +243,9 @@ def load_torch_state_dict(
     Example:
         >>> load_torch_state_dict(lstm, "classifier.pt", prefix="lstm.")  # doctest: +SKIP
     """
-    from jaxlstm.nnx import _TorchParams
+    from jaxlstm.nnx import LSTM, LSTMCell
 
-    if not isinstance(model, _TorchParams):
+    if not isinstance(model, (LSTM, LSTMCell)):
         raise TypeError(f"model must be a jaxlstm.LSTM or jaxlstm.LSTMCell, got {type(model).__name__}")
     state_dict = as_state_dict(state_dict_or_path)
     values, result = match_state_dict(state_dict, model.param_shapes(), prefix=prefix, strict=strict)
@@ -261,9 +261,9 @@ def torch_state_dict(model: Any) -> dict[str, np.ndarray]:
     Raises:
         TypeError: `model` is not a jaxlstm module.
     """
-    from jaxlstm.nnx import _TorchParams
+    from jaxlstm.nnx import LSTM, LSTMCell
 
-    if not isinstance(model, _TorchParams):
+    if not isinstance(model, (LSTM, LSTMCell)):
         raise TypeError(f"model must be a jaxlstm.LSTM or jaxlstm.LSTMCell, got {type(model).__name__}")
     return {k: np.array(v) for k, v in model.params.items()}  # copies: writable, as torch.from_numpy wants
 
