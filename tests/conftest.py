@@ -1,40 +1,16 @@
-"""Shared fixtures: tolerances, the float64 switch and torch/numpy conversions."""
+"""Shared fixtures: the dtype switch, a persistent compilation cache, hypothesis profiles.
+
+Everything that is not a fixture (problems, runners, tolerances) lives in `tests/harness.py`.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import jax
-import numpy as np
 import pytest
 
-# The repository root, and the environment for running its modules in a subprocess (this
-# checkout first on the path; no XLA_FLAGS inherited unless given).
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def subprocess_env(**extra: str) -> dict[str, str]:
-    """`os.environ` with ROOT on PYTHONPATH, XLA_FLAGS removed, then `extra` set."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("XLA_FLAGS", None)
-    env.update(extra)
-    return env
-
-
-# Written-out tolerances for comparisons with torch (absolute and relative, per dtype).
-TOLERANCES = {
-    "float32": {"atol": 1e-5, "rtol": 1e-5},
-    "float64": {"atol": 1e-10, "rtol": 1e-10},
-}
-
-
-@contextlib.contextmanager
-def precision(dtype: str):
-    """Runs the body with jax's 64-bit mode on for float64, off for float32."""
-    with jax.enable_x64(dtype == "float64"):
-        yield
+from tests.harness import precision
 
 
 @pytest.fixture(params=["float32", "float64"])
@@ -44,36 +20,41 @@ def dtype(request):
         yield request.param
 
 
-def assert_close(actual, expected, dtype: str = "float32", what: str = "") -> None:
-    """np.testing.assert_allclose with the tolerances of `dtype`."""
-    np.testing.assert_allclose(
-        np.asarray(actual, dtype=np.float64),
-        np.asarray(expected, dtype=np.float64),
-        err_msg=what,
-        **TOLERANCES[dtype],
-    )
+_CACHE_OPTIONS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
 
 
-# Hypothesis profiles for the randomized tests (tests/test_random_equivalence.py): `ci` is the
-# default, small and derandomized so CI is reproducible; `HYPOTHESIS_PROFILE=thorough` draws
-# at least 500 fresh examples per test.
+@pytest.fixture(scope="module")
+def compilation_cache(tmp_path_factory):
+    """A persistent XLA cache, for modules whose runs compile the same programs again and again.
+
+    Loading a compiled program back is exact (the same executable), so nothing a test checks
+    changes; it saves the seconds each recompilation costs. Yields the environment variables
+    that give a subprocess the same cache. Use it with `pytestmark =
+    pytest.mark.usefixtures("compilation_cache")` or as a test argument.
+    """
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    path = str(tmp_path_factory.getbasetemp() / "jax-compilation-cache")
+    saved = {k: getattr(jax.config, k) for k in _CACHE_OPTIONS}
+    cc.reset_cache()
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    yield {"JAX_COMPILATION_CACHE_DIR": path, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    cc.reset_cache()
+    for k, v in saved.items():
+        jax.config.update(k, v)
+
+
+# Hypothesis profiles for the randomized tests: `ci` is the default, small and derandomized so
+# CI is reproducible; `HYPOTHESIS_PROFILE=thorough` draws at least 500 fresh examples per test.
 try:
-    import os
-
     from hypothesis import HealthCheck, settings
 
     settings.register_profile(
-        "ci",
-        max_examples=40,
-        deadline=None,
-        derandomize=True,
-        suppress_health_check=[HealthCheck.too_slow],
+        "ci", max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
     )
     settings.register_profile(
-        "thorough",
-        max_examples=600,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow],
+        "thorough", max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow]
     )
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 except ImportError:  # hypothesis is a test extra; tests that need it skip themselves

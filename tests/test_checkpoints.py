@@ -26,35 +26,17 @@ import optax
 import pytest
 from flax import nnx
 
-import jaxlstm
 from experiments import classify, sine, training
-from tests.conftest import ROOT, subprocess_env
+from tests.harness import ROOT, subprocess_env
 
 SINE = ["--quick", "--carry-state", "--no-progress", "--no-plots"]  # 12 steps, saves every 4
 DIGITS_DROPOUT = ["--quick", "--num-layers", "2", "--dropout", "0.5", "--no-progress", "--no-plots"]  # 8 steps
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-    """A persistent XLA cache for this module: its runs compile the same programs again and again.
 
-    Resumed runs then load the train step that the uninterrupted run compiled (an identical
-    executable, so nothing the tests check changes) instead of spending seconds compiling it.
-    """
-    from jax.experimental.compilation_cache import compilation_cache as cc
-
-    path = str(tmp_path_factory.getbasetemp() / "jax-compilation-cache")
-    saved = {k: getattr(jax.config, k) for k in CACHE_OPTIONS}
-    cc.reset_cache()
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    yield {"JAX_COMPILATION_CACHE_DIR": path, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
-    cc.reset_cache()
-    for k, v in saved.items():
-        jax.config.update(k, v)
+pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 
-CACHE_OPTIONS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
 
 
 def final_arrays(checkpoint_dir: str) -> dict[str, np.ndarray]:
@@ -297,37 +279,6 @@ def test_restore_into_a_matching_template_returns_the_saved_values(sine_run):
 
 
 # --------------------------------------------------------------------------- dropout keys
-
-
-def _dropout_lstm(seed: int) -> jaxlstm.LSTM:
-    return jaxlstm.LSTM(3, 4, num_layers=2, dropout=0.5, batch_first=True, rngs=nnx.Rngs(seed))
-
-
-def test_dropout_masks_are_reproducible_from_the_key():
-    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 5, 3)), jnp.float32)
-    run = nnx.jit(lambda m, x: m(x)[0])  # carries the advanced RNG count back into the module
-    a, b = _dropout_lstm(0), _dropout_lstm(0)
-    a1, a2 = run(a, x), run(a, x)
-    b1, b2 = run(b, x), run(b, x)
-    np.testing.assert_array_equal(a1, b1)
-    np.testing.assert_array_equal(a2, b2)
-    assert not np.array_equal(a1, a2), "each call must draw a new mask"
-    c1 = _dropout_lstm(1)  # other weights and other masks
-    c1.set_params(a.params)
-    assert not np.array_equal(run(c1, x), a1)
-    a.eval()
-    e1, e2 = run(a, x), run(a, x)
-    np.testing.assert_array_equal(e1, e2)
-    assert not np.array_equal(e1, a1)
-
-
-def test_functional_dropout_is_a_function_of_the_key():
-    cfg = jaxlstm.LSTMConfig(3, 6, num_layers=2, dropout=0.5)
-    params = jaxlstm.init_params(jax.random.key(0), cfg)
-    x = jnp.ones((4, 2, 3))
-    run = jax.jit(lambda k: jaxlstm.lstm(params, x, config=cfg, dropout_key=k)[0])
-    np.testing.assert_array_equal(run(jax.random.key(7)), run(jax.random.key(7)))
-    assert not np.array_equal(run(jax.random.key(7)), run(jax.random.key(8)))
 
 
 def test_checkpoint_stores_plain_arrays_for_prng_keys(tmp_path):

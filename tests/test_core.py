@@ -11,8 +11,7 @@ from flax import nnx
 
 import jaxlstm
 from jaxlstm import LSTMConfig
-from tests.conftest import assert_close
-from tests.reference import reference_lstm
+from tests.harness import assert_close, reference_lstm
 
 CONFIGS = {
     "plain": LSTMConfig(3, 5),
@@ -180,3 +179,34 @@ def test_unbatched_input_gives_unbatched_output():
     np.testing.assert_array_equal(c_n, bc[:, 0])
     np.testing.assert_array_equal(out, batched[:, 0])
     np.testing.assert_array_equal(h_n, bh[:, 0])
+
+
+def _dropout_lstm(seed: int) -> jaxlstm.LSTM:
+    return jaxlstm.LSTM(3, 4, num_layers=2, dropout=0.5, batch_first=True, rngs=nnx.Rngs(seed))
+
+
+def test_dropout_masks_are_reproducible_from_the_key():
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 5, 3)), jnp.float32)
+    run = nnx.jit(lambda m, x: m(x)[0])  # carries the advanced RNG count back into the module
+    a, b = _dropout_lstm(0), _dropout_lstm(0)
+    a1, a2 = run(a, x), run(a, x)
+    b1, b2 = run(b, x), run(b, x)
+    np.testing.assert_array_equal(a1, b1)
+    np.testing.assert_array_equal(a2, b2)
+    assert not np.array_equal(a1, a2), "each call must draw a new mask"
+    c1 = _dropout_lstm(1)  # other weights and other masks
+    c1.set_params(a.params)
+    assert not np.array_equal(run(c1, x), a1)
+    a.eval()
+    e1, e2 = run(a, x), run(a, x)
+    np.testing.assert_array_equal(e1, e2)
+    assert not np.array_equal(e1, a1)
+
+
+def test_functional_dropout_is_a_function_of_the_key():
+    cfg = jaxlstm.LSTMConfig(3, 6, num_layers=2, dropout=0.5)
+    params = jaxlstm.init_params(jax.random.key(0), cfg)
+    x = jnp.ones((4, 2, 3))
+    run = jax.jit(lambda k: jaxlstm.lstm(params, x, config=cfg, dropout_key=k)[0])
+    np.testing.assert_array_equal(run(jax.random.key(7)), run(jax.random.key(7)))
+    assert not np.array_equal(run(jax.random.key(7)), run(jax.random.key(8)))

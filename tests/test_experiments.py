@@ -17,29 +17,15 @@ import pytest
 from flax import nnx
 
 from experiments import classify, sine, training
-from tests.conftest import ROOT, subprocess_env
+from tests.harness import ROOT, subprocess_env
 
 QUIET = ["--quick", "--no-progress"]
 SINE_KEYS = {"teacher_forced_mse", "rollout_mse", "train_seconds", "steps"}
 CLASSIFY_KEYS = {"test_accuracy", "train_seconds", "steps"}
-CACHE_OPTIONS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-    """A persistent XLA cache for this module (shared with test_checkpoints.py): the runs here
-    compile the same small programs repeatedly; loading them is exact and saves many seconds."""
-    from jax.experimental.compilation_cache import compilation_cache as cc
 
-    path = str(tmp_path_factory.getbasetemp() / "jax-compilation-cache")
-    saved = {k: getattr(jax.config, k) for k in CACHE_OPTIONS}
-    cc.reset_cache()
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    yield
-    cc.reset_cache()
-    for k, v in saved.items():
-        jax.config.update(k, v)
+pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 
 def assert_png(path: str) -> None:

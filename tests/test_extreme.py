@@ -14,8 +14,7 @@ from flax import nnx
 
 import jaxlstm
 from jaxlstm import LSTMConfig
-from tests.conftest import precision
-from tests.torch_pair import deviation, make_problem, run_jax, run_torch
+from tests.harness import deviation, make_problem, precision, run_jax, run_torch
 
 pytest.importorskip("torch")
 

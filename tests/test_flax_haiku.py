@@ -12,8 +12,7 @@ from flax import nnx
 import jaxlstm
 from jaxlstm.config import LSTMConfig
 from jaxlstm.flax_io import cell_from_flax, cell_to_flax, hx_from_flax, hx_to_flax, to_flax
-from tests.conftest import assert_close, precision
-from tests.interop_helpers import random_lstm, random_params
+from tests.harness import assert_close, precision, random_lstm, random_params
 
 IN, H, T, B = 3, 5, 6, 4
 LENGTHS = np.array([6, 2, 5, 1])

@@ -9,16 +9,14 @@ variable lengths, projection, bidirectional and stacked layers.
 from __future__ import annotations
 
 import functools
-import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlstm import LSTMConfig, init_params, lstm
-from tests.conftest import assert_close, precision
-from tests.reference import reference_lstm
+from jaxlstm import LSTMConfig, ScanOptions, init_params, lstm
+from tests.harness import assert_close, precision, reference_lstm
 
 T, B, I, H = 4, 2, 3, 4
 
@@ -99,7 +97,7 @@ def test_layer_paths_match_reference(case_id, path_kwargs, dtype):
     with precision(dtype):
         config, params, x, hx, weights = _problem(kwargs, jnp.dtype(dtype))
         seq_lengths = None if lengths is None else jnp.asarray(lengths)
-        fn = functools.partial(lstm, config=config, **path_kwargs)
+        fn = functools.partial(lstm, config=config, scan=ScanOptions(**path_kwargs))
         # seq_lengths is a traced argument, as in a jitted training step.
         run = jax.jit(lambda p, x, h0, c0, n: _outputs_and_grads(fn, weights, p, x, h0, c0, n))
         outputs, grads = run(params, x, *hx, seq_lengths)
@@ -130,7 +128,9 @@ def test_bidirectional_in_one_scan_matches_one_scan_per_direction(remat):
 
     def run(fuse):
         def loss(w, x, h0, c0):
-            out, h_n, c_n = lstm_layer(w, x, h0, c0, mask=mask, fuse_directions=fuse, remat=remat)
+            out, h_n, c_n = lstm_layer(
+                w, x, h0, c0, mask=mask, scan=ScanOptions(fuse_directions=fuse, remat=remat).resolve()
+            )
             return jnp.sum(jnp.sin(out)) + jnp.sum(h_n**2) + jnp.sum(c_n), (out, h_n, c_n)
 
         return jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3), has_aux=True))(weights, x, h0, c0)
@@ -144,7 +144,7 @@ def _second_order(config, params, x, seq_lengths, **kwargs):
     """The gradient w.r.t. x of ‖∂loss/∂params‖²: reverse-over-reverse through the layer."""
 
     def loss(p, x, n):
-        out, (_, c_n) = lstm(p, x, config=config, seq_lengths=n, **kwargs)
+        out, (_, c_n) = lstm(p, x, config=config, seq_lengths=n, scan=ScanOptions(**kwargs))
         return jnp.sum(out**2) + jnp.sum(c_n)
 
     def grad_norm(x, n):
@@ -180,7 +180,7 @@ def test_remat_cuts_activation_memory(custom_vjp):
     x = jnp.zeros((128, 16, 32))
 
     def scratch_bytes(remat):
-        loss = lambda p, x: jnp.sum(lstm(p, x, config=config, custom_vjp=custom_vjp, remat=remat)[0])  # noqa: E731
+        loss = lambda p, x: jnp.sum(lstm(p, x, config=config, scan=ScanOptions(custom_vjp=custom_vjp, remat=remat))[0])  # noqa: E731
         compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(params, x).compile()
         analysis = compiled.memory_analysis()
         if analysis is None:
@@ -194,7 +194,7 @@ def test_remat_cuts_activation_memory(custom_vjp):
 def test_forward_mode_needs_custom_vjp_off_but_forward_over_reverse_works():
     with precision("float64"):
         config, params, x, _, _ = _problem({}, jnp.float64)
-        f = lambda custom: lambda x: lstm(params, x, config=config, custom_vjp=custom)[0]  # noqa: E731
+        f = lambda custom: lambda x: lstm(params, x, config=config, scan=ScanOptions(custom_vjp=custom))[0]  # noqa: E731
         _, tangent = jax.jvp(f(False), (x,), (jnp.ones_like(x),))
         assert tangent.shape == (T, B, H) and bool(jnp.all(jnp.isfinite(tangent)))
         with pytest.raises(TypeError, match="custom_vjp"):
@@ -214,7 +214,7 @@ def test_custom_vjp_padding_nan_does_not_leak(bidirectional, remat):
     x = jnp.where(jnp.arange(T)[:, None, None] >= lengths[None, :, None], jnp.nan, x)
 
     def loss(p, x):
-        out, (h_n, c_n) = lstm(p, x, config=config, seq_lengths=lengths, remat=remat)
+        out, (h_n, c_n) = lstm(p, x, config=config, seq_lengths=lengths, scan=ScanOptions(remat=remat))
         return jnp.sum(out) + jnp.sum(h_n) + jnp.sum(c_n)
 
     g_params, g_x = jax.grad(loss, argnums=(0, 1))(params, x)
@@ -237,20 +237,7 @@ def test_bf16_compute_keeps_f32_cell_state_and_tracks_f32():
     assert all(v.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(v))) for v in grads.values())
 
 
-def test_benchmark_smoke_on_sine(tmp_path, capsys):
-    from experiments import benchmark
-
-    path = tmp_path / "bench.json"
-    result = benchmark.main(["--configs", "sine", "--impls", "jaxlstm,torch", "--quick", "--json", str(path)])
-    assert json.loads(path.read_text())["summary"] == result["summary"]
-    cells = {(c["impl"], c["mode"]): c for c in result["cells"]}
-    for mode in benchmark.MODES:
-        assert cells[("jaxlstm", mode)]["median_s"] > 0
-    printed = capsys.readouterr().out
-    assert "sgemm rate" in printed and "| sine | jaxlstm | fwd+bwd |" in printed
-
-
-def test_modules_pass_unroll_custom_vjp_and_remat_to_lstm(monkeypatch):
+def test_modules_pass_scan_options_to_lstm(monkeypatch):
     # The nnx and linen modules are thin wrappers: their __call__ must hand the path
     # arguments to `jaxlstm.lstm` unchanged, and the result must not depend on them.
     from flax import nnx
@@ -259,7 +246,7 @@ def test_modules_pass_unroll_custom_vjp_and_remat_to_lstm(monkeypatch):
     import jaxlstm.nnx
 
     x = jax.random.normal(jax.random.key(0), (T, B, I))
-    path = {"unroll": 2, "custom_vjp": True, "remat": True}
+    path = {"scan": ScanOptions(unroll=2, custom_vjp=True, remat=True)}
     for module_file, apply in (
         (jaxlstm.nnx, lambda **kw: jaxlstm.nnx.LSTM(I, H, rngs=nnx.Rngs(0))(x, **kw)),
         (jaxlstm.linen, lambda **kw: _linen_apply(jaxlstm.linen.LSTM(H), x, **kw)),

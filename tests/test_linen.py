@@ -11,9 +11,7 @@ from flax import nnx
 
 import jaxlstm
 import jaxlstm.linen as jl
-from jaxlstm.torch_io import write_safetensors
-from tests.conftest import assert_close
-from tests.interop_helpers import random_lstm
+from tests.harness import assert_close, random_lstm
 
 CONFIGS = {
     "uni": dict(),
@@ -157,95 +155,3 @@ def test_linen_inside_a_parent_module():
     variables = Tagger().init(jax.random.key(0), x)
     assert variables["params"]["lstm"]["weight_hh_l0_reverse"].shape == (4 * H, H)
     assert Tagger().apply(variables, x).shape == (T, B, 2)
-
-
-# ----------------------------------------------------------------------------------- torch IN/O
-
-
-@pytest.mark.parametrize("name", list(CONFIGS))
-def test_linen_load_torch_state_dict_matches_torch(name):
-    torch = pytest.importorskip("torch")
-    cfg = CONFIGS[name]
-    torch.manual_seed(0)
-    t = torch.nn.LSTM(IN, H, **cfg)
-    model = jl.LSTM(H, **cfg)
-    x, hx = _input(cfg), _hx(cfg)
-    variables = model.init(jax.random.key(0), x)
-    variables, result = jl.load_torch_state_dict(variables, t.state_dict())
-    assert result == ([], [])
-    out, (h_n, c_n) = model.apply(variables, x, hx)
-    with torch.no_grad():
-        t_out, (t_h, t_c) = t(torch.from_numpy(np.array(x)), tuple(torch.from_numpy(np.array(a)) for a in hx))
-    for got, want in ((out, t_out), (h_n, t_h), (c_n, t_c)):
-        assert_close(got, want.numpy(), "float32")  # atol = rtol = 1e-5
-    sd = jl.torch_state_dict(variables)
-    assert list(sd) == list(t.state_dict())
-    assert all(v.flags.writeable for v in sd.values())  # torch.from_numpy warns on read-only arrays
-    for k, v in t.state_dict().items():
-        np.testing.assert_array_equal(sd[k], v.numpy())
-    t2 = torch.nn.LSTM(IN, H, **cfg)
-    t2.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
-
-
-def test_linen_from_torch_and_cell():
-    torch = pytest.importorskip("torch")
-    torch.manual_seed(1)
-    t = torch.nn.LSTM(IN, H, num_layers=2, batch_first=True, bidirectional=True)
-    model, variables = jl.from_torch(t)
-    assert model.batch_first and model.bidirectional and model.num_layers == 2
-    x = _input({"batch_first": True})
-    with torch.no_grad():
-        want = t(torch.from_numpy(np.array(x)))[0].numpy()
-    assert_close(model.apply(variables, x)[0], want, "float32")
-
-    tc = torch.nn.LSTMCell(IN, H)
-    cell, cvars = jl.from_torch(tc)
-    xc = _input({})[0]
-    with torch.no_grad():
-        th, tcs = tc(torch.from_numpy(np.array(xc)))
-    h, c = cell.apply(cvars, xc)
-    assert_close(h, th.numpy(), "float32")
-    assert_close(c, tcs.numpy(), "float32")
-    assert list(jl.torch_state_dict(cvars)) == list(tc.state_dict())
-    with pytest.raises(TypeError, match=r"torch\.nn\.LSTM"):
-        jl.from_torch(torch.nn.GRU(3, 4))
-
-
-def test_linen_load_from_file_with_prefix_and_bare_params(tmp_path):
-    model = jl.LSTM(H, 2)
-    x = _input({})
-    variables = model.init(jax.random.key(0), x)
-    source = jaxlstm.init_params(jax.random.key(7), jaxlstm.LSTMConfig(IN, H, 2))
-    whole = {f"encoder.lstm.{k}": np.asarray(v) for k, v in source.items()}
-    whole["head.weight"] = np.zeros((2, H), np.float32)
-    path = tmp_path / "model.safetensors"
-    write_safetensors(path, whole)
-    params, result = jl.load_torch_state_dict(variables["params"], path, prefix="encoder.lstm.")
-    assert result == ([], [])
-    assert set(params) == set(source)
-    for k in source:
-        np.testing.assert_array_equal(np.asarray(params[k]), np.asarray(source[k]))
-    want = jaxlstm.lstm(source, x, config=jaxlstm.LSTMConfig(IN, H, 2))
-    got = model.apply({"params": params}, x)
-    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-        np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
-
-
-def test_linen_load_errors_name_keys_and_strict_false_keeps_values():
-    model = jl.LSTM(H, 2)
-    variables = model.init(jax.random.key(0), _input({}))
-    sd = {k: np.asarray(v) for k, v in variables["params"].items()}
-    bad = dict(sd, weight_hh_l1=np.zeros((4 * H, H + 1), np.float32))
-    with pytest.raises(ValueError, match=r"weight_hh_l1: expected \(20, 5\), got \(20, 6\)"):
-        jl.load_torch_state_dict(variables, bad)
-    partial = {k: v + 1 for k, v in sd.items() if k != "bias_hh_l1"}
-    with pytest.raises(ValueError, match=r"missing keys.*bias_hh_l1"):
-        jl.load_torch_state_dict(variables, partial)
-    new, result = jl.load_torch_state_dict(variables, partial, strict=False)
-    assert result.missing_keys == ["bias_hh_l1"]
-    np.testing.assert_array_equal(np.asarray(new["params"]["bias_hh_l1"]), sd["bias_hh_l1"])
-    np.testing.assert_array_equal(np.asarray(new["params"]["bias_ih_l1"]), sd["bias_ih_l1"] + 1)
-    with pytest.raises(ValueError, match="torch names"):
-        jl.load_torch_state_dict({"params": {"cell": {}}}, sd)
-    with pytest.raises(TypeError, match="state_dict_or_path"):
-        jl.load_torch_state_dict(variables, 3)

@@ -24,8 +24,13 @@ from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from jaxlstm import LSTMConfig  # noqa: E402
-from tests.conftest import precision  # noqa: E402
-from tests.torch_pair import deviation, make_problem, run_jax, run_torch  # noqa: E402
+from tests.harness import (  # noqa: E402
+    deviation,
+    make_problem,
+    precision,
+    run_jax,
+    run_torch,
+)
 
 # Largest allowed max|jax - torch| / max(1, max|torch|), for outputs and for gradients.
 # float32: both sides round differently (fused input projection, summation order), and

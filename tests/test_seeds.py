@@ -13,7 +13,7 @@ import pytest
 from flax import nnx
 
 import jaxlstm
-from tests.conftest import assert_close
+from tests.harness import assert_close
 
 torch = pytest.importorskip("torch")
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import jaxlstm
-from tests.conftest import assert_close, precision
+from tests.harness import assert_close, precision
 
 torch = pytest.importorskip("torch")
 
