@@ -1,4 +1,4 @@
-"""One LSTM step, with torch's equations and gate order (i, f, g, o).
+"""One LSTM step, forward and backward: torch's equations and gate order (i, f, g, o).
 
     i  = σ(W_ii x + b_ii + W_hi h + b_hi)
     f  = σ(W_if x + b_if + W_hf h + b_hf)
@@ -7,19 +7,22 @@
     c' = f ⊙ c + i ⊙ g
     h' = o ⊙ tanh(c')            (then h' = W_hr h' when proj_size > 0)
 
-The rows of the `4H` axis of every weight and bias are the blocks [i; f; g; o].
+The rows of the `4H` axis of every torch weight and bias are the blocks [i; f; g; o]. This
+module is the one home of that math: `lstm_cell` (public, one step of `nn.LSTMCell`), the
+layer's forward scan and its hand-written backward scan all call `step` and `step_bwd`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jaxlstm._checks import check_floating, check_params, check_shape, split_state
 
-__all__ = ["cell_update", "lstm_cell", "state_dtype"]
+__all__ = ["CellWeights", "gate_activations", "lstm_cell", "state_dtype", "step", "step_bwd", "tanh"]
 
 Array = jax.Array
 
@@ -36,8 +39,8 @@ def tanh(x: Array) -> Array:
     jax differentiates tanh as `t (1 - y) + t (1 - y) y`: two terms that cancel when the cell
     state saturates (|y| = 1) under a huge cotangent t. In reverse mode both terms are added
     to c's cotangent one at a time, so an O(1) contribution from the next step (through the
-    forget gate) is rounded away between them, and the gradient is wrong (by 25% with hx of
-    1e30, in float32 and float64 alike). One product is exactly zero there and loses nothing.
+    forget gate) is rounded away between them, and the gradient is wrong. One product is
+    exactly zero there and loses nothing.
 
     Args:
         x: any shape.
@@ -54,54 +57,176 @@ def _tanh_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Arr
     return y, tangents[0] * ((1 - y) * (1 + y))
 
 
+def _g_block(gates: Array) -> Array:
+    """`[4H]` of the gates' dtype: 1 on the g block's columns, 0 on the σ blocks' (i, f, o)."""
+    blocks = gates.shape[-1] // 4
+    return jnp.repeat(jnp.asarray([0, 0, 1, 0], gates.dtype), blocks)
+
+
+def gate_activations(gates: Array) -> Array:
+    """σ on the i, f, o blocks and tanh on the g block of `[..., 4H]` pre-activations.
+
+    One elementwise expression over all 4H columns, which XLA fuses into a single loop
+    (four slices with their own σ or tanh ran as four), using tanh(x) = 2σ(2x) − 1 for g.
+    σ is `jax.nn.sigmoid`, 1/(1 + e^{−x}), which keeps its relative precision when a gate is
+    nearly closed: a trained network's forget gate can sit at 1e-6 against a cell state in
+    the hundreds, where ½·tanh(x/2) + ½ would have no correct digit left and put an absolute
+    error of ~|c|·1e-7 into c at every step. 2σ(2x) − 1 for g has an absolute error of about
+    one ulp of 1, which is what g contributes to c through i ⊙ g anyway.
+
+    Args:
+        gates: `[..., 4H]` pre-activations, blocks i, f, g, o.
+
+    Returns:
+        `[..., 4H]` activated gates σ(i), σ(f), tanh(g), σ(o), same dtype.
+    """
+    k = 1 + _g_block(gates)  # 1 on σ blocks, 2 on g
+    return jax.nn.sigmoid(gates * k) * k - (k - 1)
+
+
+def gate_derivatives(acts: Array) -> Array:
+    """`[..., 4H]` derivatives of `gate_activations` at its outputs `acts`.
+
+    a(1 − a) for σ and (1 + a)(1 − a) for tanh, as one 4H-wide expression.
+    """
+    return (acts + _g_block(acts)) * (1 - acts)
+
+
 def split_gates(a: Array) -> tuple[Array, Array, Array, Array]:
     """The i, f, g, o blocks of the last axis of `[..., 4H]`, each `[..., H]`."""
     i, f, g, o = jnp.split(a, 4, axis=-1)
     return i, f, g, o
 
 
-def activate_gates(gates: Array) -> Array:
-    """σ on the i, f, o blocks and tanh on the g block of `[..., 4H]` pre-activations.
+class CellWeights(NamedTuple):
+    """The weights of one cell (one direction of one layer), in the matmul layout `(in, out)`.
 
-    Computed as one tanh over all 4H columns, using σ(x) = ½ tanh(x/2) + ½: XLA fuses it into
-    a single elementwise loop, where four slices with separate σ/tanh ran as four, which on a
-    CPU doubled the time of a recurrent step (`python -m experiments.benchmark`). The
-    identity is exact up to float rounding (≤ 1 ulp of 1, as far as torch's σ is from it).
+    Torch stores `weight_ih` as `(4H, I)`; a step computes `x @ weight_ih^T`. Holding the
+    transposes once, per call and outside the time loop, makes every product of the step a
+    plain `[B, in] @ [in, out]`.
+
+    Attributes:
+        kernel: `[I, 4H]`, torch's `weight_ih` transposed.
+        recurrent_kernel: `[H_out, 4H]`, torch's `weight_hh` transposed.
+        bias: `[4H]`, `bias_ih + bias_hh`, or None without bias.
+        projection: `[H, P]`, torch's `weight_hr` transposed, or None without projection.
     """
-    blocks = gates.shape[-1] // 4
-    half = jnp.asarray(0.5, gates.dtype)
-    one = jnp.asarray(1.0, gates.dtype)
-    zero = jnp.asarray(0.0, gates.dtype)
-    # Columns of blocks i, f, o: ½ tanh(x/2) + ½; block g: 1 · tanh(1 · x) + 0.
-    scale = jnp.repeat(jnp.stack([half, half, one, half]), blocks)
-    shift = jnp.repeat(jnp.stack([half, half, zero, half]), blocks)
-    return tanh(gates * scale) * scale + shift
+
+    kernel: Array
+    recurrent_kernel: Array
+    bias: Array | None
+    projection: Array | None
+
+    @classmethod
+    def from_params(
+        cls, params: Mapping[str, Array], names: Mapping[str, str] | None = None, dtype: jnp.dtype | None = None
+    ) -> CellWeights:
+        """A cell's weights from torch-named parameters.
+
+        Args:
+            params: `{torch name: array}`.
+            names: role -> name, e.g. `{"weight_ih": "weight_ih_l1_reverse", ...}` from
+                `jaxlstm.config.param_names`; None when the names are the roles (a cell's).
+            dtype: cast every array to it (the compute dtype); None keeps theirs.
+
+        Returns:
+            The weights; a differentiable function of `params`.
+        """
+        names = names if names is not None else {role: role for role in params}
+        cast = (lambda a: a) if dtype is None else (lambda a: a.astype(dtype))
+        bias = None
+        if "bias_ih" in names:
+            bias = cast(params[names["bias_ih"]] + params[names["bias_hh"]])
+        projection = cast(params[names["weight_hr"]]).T if "weight_hr" in names else None
+        return cls(cast(params[names["weight_ih"]]).T, cast(params[names["weight_hh"]]).T, bias, projection)
 
 
-def state_update(acts: Array, c: Array) -> tuple[Array, Array]:
-    """`c' = f c + i g`, `h = o tanh(c')` from activated gates `[..., 4H]` and `c` `[..., H]`.
+class StepResult(NamedTuple):
+    """What one forward step computes.
 
-    Returns:
-        `(h, c')`, both `[..., H]` in the dtype of `acts` and `c` (not yet projected).
+    Attributes:
+        h: `[B, H_out]` the new hidden state (projected when there is a projection), in
+            the compute dtype.
+        c: `[B, H]` the new cell state, in the state dtype.
+        acts: `[B, 4H]` the activated gates σ(i), σ(f), tanh(g), σ(o), in the state dtype.
     """
-    i, f, g, o = split_gates(acts)
-    c_new = f * c + i * g
-    return o * tanh(c_new), c_new
+
+    h: Array
+    c: Array
+    acts: Array
 
 
-def cell_update(gates: Array, c: Array) -> tuple[Array, Array]:
-    """The gate nonlinearities and state update of one step, the cell's equations in one place.
+def step(w: CellWeights, x_proj: Array, h: Array, c: Array) -> StepResult:
+    """One forward step from the input already projected.
 
     Args:
-        gates: `[..., 4H]` pre-activations `W_ih x + b_ih + W_hh h + b_hh`, blocks i, f, g, o.
-        c: `[..., H]` previous cell state (its dtype is the state dtype).
+        w: the cell's weights (`w.kernel` is not used: the input arrives projected).
+        x_proj: `[B, 4H]` `x_t @ kernel` (without bias), in the compute dtype.
+        h: `[B, H_out]` the hidden state entering the step.
+        c: `[B, H]` the cell state entering the step (its dtype is the state dtype).
 
     Returns:
-        `(h, c')`: `h` `[..., H]` in the gates' dtype (not yet projected), `c'` `[..., H]` in
-        c's dtype.
+        `StepResult(h', c', acts)`.
     """
-    h, c_new = state_update(activate_gates(gates.astype(c.dtype)), c)
-    return h.astype(gates.dtype), c_new
+    gates = x_proj + h @ w.recurrent_kernel
+    if w.bias is not None:
+        gates = gates + w.bias
+    acts = gate_activations(gates.astype(c.dtype))
+    i, f, g, o = split_gates(acts)
+    c_new = f * c + i * g
+    h_new = (o * tanh(c_new)).astype(h.dtype)
+    if w.projection is not None:
+        h_new = h_new @ w.projection
+    return StepResult(h_new, c_new, acts)
+
+
+class StepGrads(NamedTuple):
+    """What one backward step computes.
+
+    Attributes:
+        gates: `[B, 4H]` the cotangent of the gate pre-activations, in the compute dtype
+            (the weight, bias and input gradients are products of these over all steps).
+        h: `[B, H_out]` the cotangent of the hidden state that entered the step.
+        c: `[B, H]` the cotangent of the cell state that entered the step.
+        h_raw: `[B, H]` the unprojected hidden state `o ⊙ tanh(c')` (for the projection's
+            gradient `Σ h_raw^T dh`), or None without projection.
+    """
+
+    gates: Array
+    h: Array
+    c: Array
+    h_raw: Array | None
+
+
+def step_bwd(w: CellWeights, acts: Array, c_new: Array, c_prev: Array, dh: Array, dc: Array) -> StepGrads:
+    """The backward of `step`: cotangents of its inputs from cotangents of its outputs.
+
+    Args:
+        w: the cell's weights.
+        acts: `[B, 4H]` the step's activated gates (`StepResult.acts`).
+        c_new: `[B, H]` the cell state the step produced.
+        c_prev: `[B, H]` the cell state that entered the step.
+        dh: `[B, H_out]` the cotangent of the step's output h (from the output at this step
+            and from the next step), in the compute dtype.
+        dc: `[B, H]` the cotangent of `c_new` from the next step, in the state dtype.
+
+    Returns:
+        `StepGrads(gates, h, c, h_raw)`.
+    """
+    dtype = dh.dtype
+    i, f, g, o = split_gates(acts)
+    tc = tanh(c_new)
+    h_raw = None
+    dh_raw = dh
+    if w.projection is not None:
+        h_raw = (o * tc).astype(dtype)
+        dh_raw = dh @ w.projection.T
+    dh_raw = dh_raw.astype(c_new.dtype)
+    dc_total = dc + dh_raw * o * (1 - tc * tc)
+    # d loss / d activated gate times the activation's derivative, one 4H-wide expression.
+    d_acts = jnp.concatenate([dc_total * g, dc_total * c_prev, dc_total * i, dh_raw * tc], axis=-1)
+    d_gates = (d_acts * gate_derivatives(acts)).astype(dtype)
+    return StepGrads(d_gates, d_gates @ w.recurrent_kernel.T, dc_total * f, h_raw)
 
 
 def lstm_cell(
@@ -133,17 +258,14 @@ def lstm_cell(
         ((5, 2), (5, 2))
     """
     _check_cell_params(params)
-    w_ih, w_hh = params["weight_ih"], params["weight_hh"]
-    w_hr = params.get("weight_hr")
-    hidden = w_ih.shape[0] // 4
-    out_size = w_hh.shape[1]
+    hidden, out_size = params["weight_ih"].shape[0] // 4, params["weight_hh"].shape[1]
     x = jnp.asarray(x)
     check_floating("x", x)
     if x.ndim not in (1, 2):
         raise ValueError(f"x must be [B, I] or unbatched [I], got shape {x.shape}")
-    check_shape("x", x, (*x.shape[:-1], w_ih.shape[1]))
+    check_shape("x", x, (*x.shape[:-1], params["weight_ih"].shape[1]))
     batch = x.shape[:-1]
-    dtype = jnp.result_type(x, w_ih, w_hh)
+    dtype = jnp.result_type(x, *params.values())
     if hx is None:
         h = jnp.zeros((*batch, out_size), dtype)
         c = jnp.zeros((*batch, hidden), state_dtype(dtype))
@@ -152,13 +274,9 @@ def lstm_cell(
         check_shape("hx[0] (h)", h, (*batch, out_size))
         check_shape("hx[1] (c)", c, (*batch, hidden))
         h, c = h.astype(dtype), c.astype(state_dtype(dtype))
-    gates = x.astype(dtype) @ w_ih.astype(dtype).T + h @ w_hh.astype(dtype).T
-    if "bias_ih" in params:
-        gates = gates + (params["bias_ih"] + params["bias_hh"]).astype(dtype)
-    h_new, c_new = cell_update(gates, c)
-    if w_hr is not None:
-        h_new = h_new @ w_hr.astype(dtype).T
-    return h_new, c_new
+    w = CellWeights.from_params(params, dtype=dtype)
+    result = step(w, x.astype(dtype) @ w.kernel, h, c)
+    return result.h, result.c
 
 
 def _check_cell_params(params: Mapping[str, Array]) -> None:

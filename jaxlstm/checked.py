@@ -29,8 +29,7 @@ from jax.experimental import checkify
 
 from jaxlstm.config import LSTMConfig
 from jaxlstm.lstm import lstm as _lstm
-from jaxlstm.lstm import resolve_scan
-from jaxlstm.options import ScanOptions
+from jaxlstm.options import ScanOptions, resolve_scan
 
 __all__ = ["check_seq_lengths", "lstm"]
 

@@ -1,72 +1,29 @@
-"""The functional `torch.nn.LSTM`: parameter init and the stacked, bidirectional forward pass.
+"""The functional `torch.nn.LSTM`: the stacked, bidirectional forward pass as a pure function.
 
 `lstm(params, x, hx, config=...)` is a pure function of arrays: it works under `jax.jit`,
-`jax.grad` and `jax.vmap`, and knows nothing of Flax, torch, optax or files.
+`jax.grad` and `jax.vmap`, and knows nothing of Flax, torch, optax or files. It runs in named
+stages: the input's layout in, the initial state, the lengths' mask, then per layer its
+weights and the layer over time (with dropout between layers), and the layout out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxlstm._checks import check_floating, check_key, check_params, is_concrete, split_state
-from jaxlstm.cell import state_dtype
+from jaxlstm.cell import CellWeights, state_dtype
 from jaxlstm.config import LSTMConfig, param_names
-from jaxlstm.layer import LayerWeights, lstm_layer
-from jaxlstm.options import ScanOptions
+from jaxlstm.layer import lstm_layer
+from jaxlstm.options import ScanOptions, resolve_scan
 
-__all__ = ["lstm", "resolve_scan"]
+__all__ = ["lstm"]
 
 Array = jax.Array
-
-
-def resolve_scan(scan: ScanOptions | None) -> ScanOptions:
-    """`scan` (None: the defaults) resolved against the current backend.
-
-    Raises:
-        TypeError: `scan` is not a `ScanOptions` or None.
-    """
-    if scan is None:
-        scan = ScanOptions()
-    if not isinstance(scan, ScanOptions):
-        raise TypeError(f"scan must be a jaxlstm.ScanOptions or None, got {type(scan).__name__}")
-    return scan.resolve()
-
-
-def _check_seq_lengths(seq_lengths: Any, batch: int, steps: int, batched: bool) -> Array:
-    lengths = jnp.asarray(seq_lengths)
-    if not jnp.issubdtype(lengths.dtype, jnp.integer):
-        raise TypeError(f"seq_lengths must have an integer dtype, got {lengths.dtype}")
-    expected = (batch,) if batched else ()
-    if batched:
-        if lengths.shape != expected:
-            raise ValueError(
-                f"seq_lengths must have shape (B,) = {expected}, one length per sequence of the "
-                f"input, got {lengths.shape}"
-            )
-    elif lengths.shape not in ((), (1,)):
-        raise ValueError(f"seq_lengths for unbatched input must be a scalar, got shape {lengths.shape}")
-    if is_concrete(seq_lengths):
-        # Read the values with numpy: under jit even a constant becomes a tracer once it has
-        # gone through jnp (so `lengths.min()` could not be converted to an int).
-        values = np.asarray(seq_lengths)
-        lo, hi = int(values.min()), int(values.max())
-        if lo < 1 or hi > steps:
-            raise ValueError(
-                f"seq_lengths must be in [1, T={steps}], got values from {lo} to {hi}"
-            )
-    return lengths.reshape(batch)
-
-
-def _dropout(key: Array, x: Array, rate: float) -> Array:
-    if rate >= 1.0:
-        return jnp.zeros_like(x)
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype))
 
 
 def lstm(
@@ -94,8 +51,8 @@ def lstm(
         dropout_key: a PRNG key enabling dropout of rate `config.dropout` on the outputs of
             every layer but the last (training mode); None disables dropout.
         scan: how the recurrence runs over time and is differentiated
-            (`jaxlstm.ScanOptions`: unroll, custom backward pass, remat, fused directions);
-            None for the defaults. It changes speed and memory, not results.
+            (`jaxlstm.ScanOptions`: unroll, hand-written backward pass, remat, fused
+            directions); None for the defaults. It changes speed and memory, not results.
 
     Returns:
         `(out, (h_n, c_n))`: `out` `[T, B, D*H_out]` (batch-first: `[B, T, D*H_out]`;
@@ -109,12 +66,14 @@ def lstm(
             dropout_key is not a PRNG key, scan is not a ScanOptions.
 
     Note:
-        Traced `seq_lengths` (arguments of a `jax.jit`-ed, `vmap`-ed or differentiated
-        function) have no values at trace time, so their range cannot be checked and an
-        out-of-range length raises nothing: a length ≤ 0 gives a sequence with no valid step
-        (`out` all 0, `h_n`/`c_n` equal to `h_0`/`c_0`, zero gradients) and a length > T acts
-        as T. `jaxlstm.checked.lstm` checks the values inside the compiled program with
-        `jax.experimental.checkify` and returns the error to throw.
+        Every derivative works: reverse mode (`jax.grad`, `grad` of `grad`, `jax.hessian`)
+        through the hand-written backward pass by default, forward mode (`jax.jvp`,
+        `jax.jacfwd`, `jax.linearize`) through autodiff of the plain scan. Traced
+        `seq_lengths` (arguments of a `jax.jit`-ed, `vmap`-ed or differentiated function)
+        have no values at trace time, so an out-of-range length raises nothing: a length
+        ≤ 0 gives a sequence with no valid step (`out` all 0, `h_n`/`c_n` equal to
+        `h_0`/`c_0`, zero gradients) and a length > T acts as T. `jaxlstm.checked.lstm`
+        checks the values inside the compiled program.
 
     Example:
         >>> cfg = LSTMConfig(3, 5, num_layers=2)
@@ -129,8 +88,54 @@ def lstm(
     scan = resolve_scan(scan)
     if dropout_key is not None:
         check_key("dropout_key", dropout_key)
+    inputs = _layout_in(x, config)
+    dtype = jnp.result_type(inputs.x, *params.values())
+    h0, c0 = _initial_state(hx, config, inputs, dtype)
+    mask = None if seq_lengths is None else _lengths_mask(seq_lengths, inputs)
+    layer_input = inputs.x.astype(dtype)
+    h_n, c_n = [], []
+    for k in range(config.num_layers):
+        with jax.named_scope(f"layer_{k}"):
+            weights = layer_weights(params, config, k, dtype)
+            states = slice(k * config.num_directions, (k + 1) * config.num_directions)
+            layer_input, h_k, c_k = lstm_layer(weights, layer_input, h0[states], c0[states], mask=mask, scan=scan)
+        h_n += h_k
+        c_n += c_k
+        if k < config.num_layers - 1 and dropout_key is not None and config.dropout > 0:
+            layer_input = _dropout(jax.random.fold_in(dropout_key, k), layer_input, config.dropout)
+    return _layout_out(layer_input, jnp.stack(h_n), jnp.stack(c_n), config, inputs)
+
+
+class _Inputs(NamedTuple):
+    """The input in the layout the layers take, and what is needed to undo it.
+
+    Attributes:
+        x: `[T, B, I]`, time-major and batched.
+        batched: whether the caller's input had a batch axis.
+        given_shape: the caller's shape, for error messages.
+    """
+
+    x: Array
+    batched: bool
+    given_shape: tuple[int, ...]
+
+    @property
+    def steps(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def batch(self) -> int:
+        return self.x.shape[1]
+
+
+def _layout_in(x: Any, config: LSTMConfig) -> _Inputs:
+    """Stage 1: the input as `[T, B, I]`, checked.
+
+    Raises:
+        TypeError: x is not floating point.
+        ValueError: x has the wrong rank, feature size or no time step.
+    """
     x = jnp.asarray(x)
-    given_shape = x.shape
     check_floating("input", x)
     if x.ndim not in (2, 3):
         raise ValueError(
@@ -138,77 +143,102 @@ def lstm(
             f"[T, I], got shape {x.shape}"
         )
     if x.shape[-1] != config.input_size:
-        raise ValueError(
-            f"input.size(-1) must be equal to input_size={config.input_size}, got shape {x.shape}"
-        )
+        raise ValueError(f"input.size(-1) must be equal to input_size={config.input_size}, got shape {x.shape}")
     batched = x.ndim == 3
+    given_shape = tuple(x.shape)
     if not batched:
         x = x[:, None]
     elif config.batch_first:
         x = jnp.swapaxes(x, 0, 1)
-    steps, batch = x.shape[0], x.shape[1]
-    if steps == 0:
+    if x.shape[0] == 0:
         raise ValueError(f"input must have at least one time step (T >= 1), got shape {given_shape}")
-    num_states = config.num_layers * config.num_directions
-    h_shape = (num_states, batch, config.output_size)
-    c_shape = (num_states, batch, config.hidden_size)
+    return _Inputs(x, batched, given_shape)
 
-    dtype = jnp.result_type(x, *params.values())
+
+def _initial_state(hx: Any, config: LSTMConfig, inputs: _Inputs, dtype: Any) -> tuple[list[Array], list[Array]]:
+    """Stage 2: `(h0, c0)` as D·L arrays `[B, H_out]` and `[B, H]`, zeros when `hx` is None.
+
+    Raises:
+        TypeError: hx is not a pair of floating-point arrays.
+        ValueError: a shape does not match `(D*L, B, H_out)` / `(D*L, B, H)`.
+    """
+    num_states = config.num_layers * config.num_directions
+    h_shape = (num_states, inputs.batch, config.output_size)
+    c_shape = (num_states, inputs.batch, config.hidden_size)
     sdtype = state_dtype(dtype)
     if hx is None:
-        h0 = jnp.zeros(h_shape, dtype)
-        c0 = jnp.zeros(c_shape, sdtype)
+        h0, c0 = jnp.zeros(h_shape, dtype), jnp.zeros(c_shape, sdtype)
     else:
         h0, c0 = split_state(hx, labels=("hx h_0", "hx c_0"))
         for label, value, shape, size in (("h_0", h0, h_shape, "H_out"), ("c_0", c0, c_shape, "H")):
-            want = shape if batched else (shape[0], shape[2])
-            dims = f"(D*L, B, {size})" if batched else f"(D*L, {size})"
-            if value.ndim != len(want):
-                kind = "3-D for batched input" if batched else "2-D for unbatched input"
-                raise ValueError(f"hx {label} must be {kind} with shape {dims} = {want}, got shape {value.shape}")
-            if tuple(value.shape) != want:
-                raise ValueError(
-                    f"hx {label} must have shape {dims} = {want} (input batch B={batch}), got {value.shape}"
-                )
-        if not batched:
+            _check_state_shape(label, value, shape, size, inputs)
+        if not inputs.batched:
             h0, c0 = h0[:, None], c0[:, None]
         h0, c0 = h0.astype(dtype), c0.astype(sdtype)
+    return list(h0), list(c0)
 
-    mask = None
-    if seq_lengths is not None:
-        lengths = _check_seq_lengths(seq_lengths, batch, steps, batched)
-        mask = jnp.arange(steps)[:, None] < lengths[None, :]
 
-    num_dirs = config.num_directions
-    h0 = h0.reshape(config.num_layers, num_dirs, batch, config.output_size)
-    c0 = c0.reshape(config.num_layers, num_dirs, batch, config.hidden_size)
-    layer_input = x.astype(dtype)
-    h_n, c_n = [], []
-    for k in range(config.num_layers):
-        names = [param_names(config, k, d) for d in range(num_dirs)]
-        stack = lambda role, names=names: jnp.stack([params[n[role]].astype(dtype) for n in names])  # noqa: E731
-        weights = LayerWeights(
-            w_ih=stack("weight_ih"),
-            w_hh=stack("weight_hh"),
-            bias=(
-                jnp.stack([(params[n["bias_ih"]] + params[n["bias_hh"]]).astype(dtype) for n in names])
-                if config.bias
-                else None
-            ),
-            w_hr=stack("weight_hr") if config.proj_size > 0 else None,
+def _check_state_shape(label: str, value: Array, shape: tuple[int, ...], size: str, inputs: _Inputs) -> None:
+    want = shape if inputs.batched else (shape[0], shape[2])
+    dims = f"(D*L, B, {size})" if inputs.batched else f"(D*L, {size})"
+    if value.ndim != len(want):
+        kind = "3-D for batched input" if inputs.batched else "2-D for unbatched input"
+        raise ValueError(f"hx {label} must be {kind} with shape {dims} = {want}, got shape {value.shape}")
+    if tuple(value.shape) != want:
+        raise ValueError(f"hx {label} must have shape {dims} = {want} (input batch B={inputs.batch}), got {value.shape}")
+
+
+def _lengths_mask(seq_lengths: Any, inputs: _Inputs) -> Array:
+    """Stage 3: the `[T, B]` bool mask of valid steps, `t < length`.
+
+    Raises:
+        TypeError: seq_lengths is not integer.
+        ValueError: its shape does not fit the input, or concrete values are outside [1, T].
+    """
+    lengths = jnp.asarray(seq_lengths)
+    if not jnp.issubdtype(lengths.dtype, jnp.integer):
+        raise TypeError(f"seq_lengths must have an integer dtype, got {lengths.dtype}")
+    if inputs.batched and lengths.shape != (inputs.batch,):
+        raise ValueError(
+            f"seq_lengths must have shape (B,) = {(inputs.batch,)}, one length per sequence of the "
+            f"input, got {lengths.shape}"
         )
-        layer_input, h_k, c_k = lstm_layer(
-            weights, layer_input, h0[k], c0[k], mask=mask, scan=scan
-        )
-        h_n.append(h_k)
-        c_n.append(c_k)
-        if k < config.num_layers - 1 and dropout_key is not None and config.dropout > 0:
-            layer_input = _dropout(jax.random.fold_in(dropout_key, k), layer_input, config.dropout)
+    if not inputs.batched and lengths.shape not in ((), (1,)):
+        raise ValueError(f"seq_lengths for unbatched input must be a scalar, got shape {lengths.shape}")
+    if is_concrete(seq_lengths):
+        # Read the values with numpy: under jit even a constant becomes a tracer once it has
+        # gone through jnp (so `lengths.min()` could not be converted to an int).
+        values = np.asarray(seq_lengths)
+        lo, hi = int(values.min()), int(values.max())
+        if lo < 1 or hi > inputs.steps:
+            raise ValueError(f"seq_lengths must be in [1, T={inputs.steps}], got values from {lo} to {hi}")
+    return jnp.arange(inputs.steps)[:, None] < lengths.reshape(inputs.batch)[None, :]
 
-    out = layer_input
-    h_n = jnp.concatenate(h_n, axis=0)
-    c_n = jnp.concatenate(c_n, axis=0)
-    if not batched:
+
+def layer_weights(params: Mapping[str, Array], config: LSTMConfig, layer: int, dtype: Any) -> tuple[CellWeights, ...]:
+    """Stage 4: layer `layer`'s weights per direction, in the compute dtype.
+
+    Returns:
+        `(forward,)` or `(forward, backward)` `CellWeights`.
+    """
+    return tuple(
+        CellWeights.from_params(params, param_names(config, layer, d), dtype) for d in range(config.num_directions)
+    )
+
+
+def _dropout(key: Array, x: Array, rate: float) -> Array:
+    """Inverted dropout: zero each element with probability `rate`, scale the rest by 1/(1-rate)."""
+    if rate >= 1.0:
+        return jnp.zeros_like(x)
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype))
+
+
+def _layout_out(
+    out: Array, h_n: Array, c_n: Array, config: LSTMConfig, inputs: _Inputs
+) -> tuple[Array, tuple[Array, Array]]:
+    """Stage 6: `out` back to the caller's layout; `h_n`, `c_n` `[D*L, B, *]` (unbatched: `[D*L, *]`)."""
+    if not inputs.batched:
         return out[:, 0], (h_n[:, 0], c_n[:, 0])
     if config.batch_first:
         out = jnp.swapaxes(out, 0, 1)

@@ -13,7 +13,7 @@ import jax
 
 from jaxlstm._checks import require_bool
 
-__all__ = ["ScanOptions"]
+__all__ = ["ScanOptions", "resolve_scan"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,3 +82,16 @@ class ScanOptions:
         unroll = self.unroll if self.unroll is not None else (8 if backend == "gpu" else 1)
         fuse = self.fuse_directions if self.fuse_directions is not None else backend != "cpu"
         return dataclasses.replace(self, unroll=unroll, fuse_directions=fuse)
+
+
+def resolve_scan(scan: ScanOptions | None) -> ScanOptions:
+    """`scan` (None: the defaults) resolved against the current backend.
+
+    Raises:
+        TypeError: `scan` is not a `ScanOptions` or None.
+    """
+    if scan is None:
+        scan = ScanOptions()
+    if not isinstance(scan, ScanOptions):
+        raise TypeError(f"scan must be a jaxlstm.ScanOptions or None, got {type(scan).__name__}")
+    return scan.resolve()

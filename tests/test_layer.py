@@ -113,17 +113,21 @@ def test_layer_paths_match_reference(case_id, path_kwargs, dtype):
 def test_bidirectional_in_one_scan_matches_one_scan_per_direction(remat):
     # The grid above runs the backend's default (one scan per direction on CPU); this pins
     # the other layout of a bidirectional layer to it, outputs and all gradients.
-    from jaxlstm.layer import LayerWeights, lstm_layer
+    from jaxlstm.cell import CellWeights
+    from jaxlstm.layer import lstm_layer
 
     keys = jax.random.split(jax.random.key(1), 6)
-    weights = LayerWeights(
-        w_ih=jax.random.normal(keys[0], (2, 4 * H, I)),
-        w_hh=jax.random.normal(keys[1], (2, 4 * H, 2)),
-        bias=jax.random.normal(keys[2], (2, 4 * H)),
-        w_hr=jax.random.normal(keys[3], (2, 2, H)),
+    weights = tuple(
+        CellWeights(
+            kernel=jax.random.normal(jax.random.fold_in(keys[0], d), (I, 4 * H)),
+            recurrent_kernel=jax.random.normal(jax.random.fold_in(keys[1], d), (2, 4 * H)),
+            bias=jax.random.normal(jax.random.fold_in(keys[2], d), (4 * H,)),
+            projection=jax.random.normal(jax.random.fold_in(keys[3], d), (H, 2)),
+        )
+        for d in range(2)
     )
     x = jax.random.normal(keys[4], (T, B, I))
-    h0, c0 = jnp.ones((2, B, 2)), jax.random.normal(keys[5], (2, B, H))
+    h0, c0 = (jnp.ones((B, 2)),) * 2, tuple(jax.random.normal(keys[5], (2, B, H)))
     mask = jnp.arange(T)[:, None] < jnp.array([3, 1])[None, :]
 
     def run(fuse):
@@ -131,7 +135,7 @@ def test_bidirectional_in_one_scan_matches_one_scan_per_direction(remat):
             out, h_n, c_n = lstm_layer(
                 w, x, h0, c0, mask=mask, scan=ScanOptions(fuse_directions=fuse, remat=remat).resolve()
             )
-            return jnp.sum(jnp.sin(out)) + jnp.sum(h_n**2) + jnp.sum(c_n), (out, h_n, c_n)
+            return jnp.sum(jnp.sin(out)) + jnp.sum(jnp.stack(h_n) ** 2) + jnp.sum(jnp.stack(c_n)), (out, h_n, c_n)
 
         return jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3), has_aux=True))(weights, x, h0, c0)
 
@@ -191,19 +195,40 @@ def test_remat_cuts_activation_memory(custom_vjp):
     assert remat < 0.85 * kept, f"remat scratch {remat} B vs {kept} B with the gates kept"
 
 
-def test_forward_mode_needs_custom_vjp_off_but_forward_over_reverse_works():
+def test_forward_mode_works_with_the_default_options_and_matches_reverse_mode():
+    # JAX cannot run forward mode through a custom_vjp; when lstm is traced under forward
+    # mode the layer differentiates the plain scan instead, so jvp and jacfwd need no option.
+    with precision("float64"):
+        config, params, x, _, _ = _problem({"bidirectional": True, "proj_size": 2}, jnp.float64)
+        lengths = jnp.array([4, 2])
+        f = lambda scan: lambda x: lstm(params, x, config=config, seq_lengths=lengths, scan=scan)[0]  # noqa: E731
+        loss = lambda x: jnp.sum(jnp.sin(f(None)(x)))  # noqa: E731
+        tangent = jax.random.normal(jax.random.key(5), x.shape, x.dtype)
+        _, jvp_default = jax.jvp(f(None), (x,), (tangent,))
+        _, jvp_plain = jax.jvp(f(ScanOptions(custom_vjp=False)), (x,), (tangent,))
+        assert_close(jvp_default, jvp_plain, "float64", "jvp")
+        assert_close(jax.jit(jax.jacfwd(loss))(x), jax.grad(loss)(x), "float64", "jit(jacfwd) vs grad")
+        # A Hessian-vector product (jvp of grad) goes through the custom VJP and matches autodiff.
+        hvp = lambda scan: jax.jvp(jax.grad(lambda x: jnp.sum(f(scan)(x) ** 2)), (x,), (x,))[1]  # noqa: E731
+        plain = hvp(ScanOptions(custom_vjp=False))
+        assert np.abs(np.asarray(plain)).max() > 0
+        assert_close(hvp(None), plain, "float64", "jvp of grad")
+
+
+def test_linearize_and_forward_mode_of_a_jitted_function_work_with_custom_vjp_off():
+    # What the fallback cannot reach (documented): jax.linearize, and forward mode of a
+    # function compiled before with the custom VJP. ScanOptions(custom_vjp=False) serves both.
     with precision("float64"):
         config, params, x, _, _ = _problem({}, jnp.float64)
-        f = lambda custom: lambda x: lstm(params, x, config=config, scan=ScanOptions(custom_vjp=custom))[0]  # noqa: E731
-        _, tangent = jax.jvp(f(False), (x,), (jnp.ones_like(x),))
-        assert tangent.shape == (T, B, H) and bool(jnp.all(jnp.isfinite(tangent)))
-        with pytest.raises(TypeError, match="custom_vjp"):
-            jax.jvp(f(True), (x,), (jnp.ones_like(x),))
-        # A Hessian-vector product (jvp of grad) passes the custom VJP and matches autodiff.
-        hvp = lambda custom: jax.jvp(jax.grad(lambda x: jnp.sum(f(custom)(x) ** 2)), (x,), (x,))[1]  # noqa: E731
-        plain = hvp(False)
-        assert np.abs(np.asarray(plain)).max() > 0
-        assert_close(hvp(True), plain, "float64", "jvp of grad")
+        plain = jax.jit(lambda x: lstm(params, x, config=config, scan=ScanOptions(custom_vjp=False))[0])
+        tangent = jax.random.normal(jax.random.key(6), x.shape, x.dtype)
+        _, jvp = jax.jvp(plain, (x,), (tangent,))
+        _, linear = jax.linearize(plain, x)
+        assert_close(linear(tangent), jvp, "float64", "linearize vs jvp")
+        _, vjp = jax.vjp(plain, x)
+        # <J t, u> = <t, J^T u>: forward and reverse mode agree.
+        u = jax.random.normal(jax.random.key(7), jvp.shape, x.dtype)
+        assert_close(jnp.vdot(jvp, u), jnp.vdot(tangent, vjp(u)[0]), "float64", "jvp vs vjp")
 
 
 @pytest.mark.parametrize("remat", [False, True], ids=["gates-kept", "remat"])
