@@ -32,15 +32,57 @@ def state_dtype(compute_dtype: jnp.dtype) -> jnp.dtype:
     return jnp.promote_types(compute_dtype, jnp.float32)
 
 
+# tanh(x) = x + x·u·Q(u) with u = x², for |x| < _SMALL. Q's coefficients were fitted by least
+# squares on Chebyshev nodes in float64; the fit's relative error (1.5e-8) is below float32's
+# rounding, so the polynomial is as accurate as its float32 evaluation.
+_SMALL = 0.625
+_TANH_Q = (-0.333333283662796, 0.13332782685756683, -0.05385247617959976, 0.02100355364382267, -0.006104837171733379)
+
+
+def _tanh_small(x: Array) -> Array:
+    """tanh(x) for |x| < 0.625 as an odd polynomial (float32 accuracy)."""
+    u = x * x
+    q = jnp.asarray(_TANH_Q[-1], x.dtype)
+    for coefficient in _TANH_Q[-2::-1]:
+        q = q * u + jnp.asarray(coefficient, x.dtype)
+    return x + x * (u * q)
+
+
+def _sigmoid_of_minus_2abs(x: Array) -> Array:
+    """σ(−2|x|) = e / (1 + e) with e = exp(−2|x|) ≤ 1: accurate to a few ulp relatively."""
+    e = jnp.exp(-2 * jnp.abs(x))
+    return e / (1 + e)
+
+
+def _float32_or_narrower(x: Array) -> bool:
+    return jnp.finfo(x.dtype).bits <= 32
+
+
+def _tanh(x: Array) -> Array:
+    """tanh with float32 accuracy close to correct rounding (see `tanh`)."""
+    if not _float32_or_narrower(x):
+        return jnp.tanh(x)
+    t = _sigmoid_of_minus_2abs(x)
+    return jnp.where(jnp.abs(x) < _SMALL, _tanh_small(x), jnp.copysign(1 - 2 * t, x))
+
+
 @jax.custom_jvp
 def tanh(x: Array) -> Array:
-    """`jnp.tanh` whose derivative is one product, `(1 - y)(1 + y)`, as torch computes it.
+    """tanh, accurate in float32, with the derivative `(1 - y)(1 + y)` as one product.
 
-    jax differentiates tanh as `t (1 - y) + t (1 - y) y`: two terms that cancel when the cell
-    state saturates (|y| = 1) under a huge cotangent t. In reverse mode both terms are added
-    to c's cotangent one at a time, so an O(1) contribution from the next step (through the
-    forget gate) is rounded away between them, and the gradient is wrong. One product is
-    exactly zero there and loses nothing.
+    Accuracy: XLA:CPU's float32 `tanh` is a fast approximation, several ulp from the correctly
+    rounded value where torch's is within half an ulp. An LSTM applies tanh to its cell state
+    at every step and the difference accumulates: on trained networks, jaxlstm's float32
+    outputs were further from a float64 reference than torch's. Here tanh is an odd
+    polynomial near 0 and `1 − 2σ(−2|x|)` elsewhere (one `exp`, one division), within about
+    one and a half ulp (tests/test_cell.py holds the bounds; the README the measurements).
+    float64 uses `jnp.tanh`.
+
+    Derivative: jax differentiates tanh as `t (1 - y) + t (1 - y) y`: two terms that cancel
+    when the cell state saturates (|y| = 1) under a huge cotangent t. In reverse mode both
+    terms are added to c's cotangent one at a time, so an O(1) contribution from the next
+    step (through the forget gate) is rounded away between them, and the gradient is wrong.
+    One product is exactly zero there and loses nothing.
 
     Args:
         x: any shape.
@@ -48,12 +90,12 @@ def tanh(x: Array) -> Array:
     Returns:
         tanh(x), same shape and dtype.
     """
-    return jnp.tanh(x)
+    return _tanh(x)
 
 
 @tanh.defjvp
 def _tanh_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
-    y = jnp.tanh(primals[0])
+    y = _tanh(primals[0])
     return y, tangents[0] * ((1 - y) * (1 + y))
 
 
@@ -63,16 +105,32 @@ def _g_block(gates: Array) -> Array:
     return jnp.repeat(jnp.asarray([0, 0, 1, 0], gates.dtype), blocks)
 
 
+def _gate_activations(gates: Array) -> Array:
+    is_g = _g_block(gates).astype(bool)
+    if not _float32_or_narrower(gates):
+        return jnp.where(is_g, jnp.tanh(gates), jax.nn.sigmoid(gates))
+    # σ(z) = ½ + ½ tanh(z/2): every block is a tanh of y = z/2 (σ) or y = z (g).
+    y = gates * jnp.where(is_g, jnp.asarray(1, gates.dtype), jnp.asarray(0.5, gates.dtype))
+    small, t, p = jnp.abs(y) < _SMALL, _sigmoid_of_minus_2abs(y), _tanh_small(y)
+    tanh_y = jnp.where(small, p, jnp.copysign(1 - 2 * t, y))
+    # σ: ½ + ½ p near 0; 1 − σ(−z) above; below, σ(z) = σ(−|z|) itself, which keeps its
+    # relative precision when the gate is nearly closed.
+    sigmoid = jnp.where(small, 0.5 + 0.5 * p, jnp.where(y > 0, 1 - t, t))
+    return jnp.where(is_g, tanh_y, sigmoid)
+
+
+@jax.custom_jvp
 def gate_activations(gates: Array) -> Array:
     """σ on the i, f, o blocks and tanh on the g block of `[..., 4H]` pre-activations.
 
-    One elementwise expression over all 4H columns, which XLA fuses into a single loop
-    (four slices with their own σ or tanh ran as four), using tanh(x) = 2σ(2x) − 1 for g.
-    σ is `jax.nn.sigmoid`, 1/(1 + e^{−x}), which keeps its relative precision when a gate is
-    nearly closed: a trained network's forget gate can sit at 1e-6 against a cell state in
-    the hundreds, where ½·tanh(x/2) + ½ would have no correct digit left and put an absolute
-    error of ~|c|·1e-7 into c at every step. 2σ(2x) − 1 for g has an absolute error of about
-    one ulp of 1, which is what g contributes to c through i ⊙ g anyway.
+    One elementwise expression over all 4H columns with one `exp` and one division per
+    element, which XLA fuses into a single loop (four slices with their own σ or tanh ran as
+    four). Accuracy matters here as in `tanh`: a trained network's forget gate can sit near
+    0 or 1 against a cell state in the hundreds, so an error of a few ulp in σ becomes an
+    absolute error of ~|c|·1e-7 in c at every step. In float32, σ is `½ + ½ tanh(z/2)` near
+    0 (the polynomial of `tanh`), `1 − σ(−z)` above (one rounding near 1) and `e / (1 + e)`
+    with `e = exp(z)` below, which keeps its relative precision for nearly closed gates; tanh
+    of the g block is `tanh`'s. float64 uses `jax.nn.sigmoid` and `jnp.tanh`.
 
     Args:
         gates: `[..., 4H]` pre-activations, blocks i, f, g, o.
@@ -80,8 +138,13 @@ def gate_activations(gates: Array) -> Array:
     Returns:
         `[..., 4H]` activated gates σ(i), σ(f), tanh(g), σ(o), same dtype.
     """
-    k = 1 + _g_block(gates)  # 1 on σ blocks, 2 on g
-    return jax.nn.sigmoid(gates * k) * k - (k - 1)
+    return _gate_activations(gates)
+
+
+@gate_activations.defjvp
+def _gate_activations_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
+    acts = _gate_activations(primals[0])
+    return acts, tangents[0] * gate_derivatives(acts)
 
 
 def gate_derivatives(acts: Array) -> Array:
