@@ -303,3 +303,41 @@ def reference_lstm(params, x, hx=None, *, config: LSTMConfig, seq_lengths=None):
         layer_in = jnp.concatenate(outs, axis=-1)
     out = jnp.swapaxes(layer_in, 0, 1) if config.batch_first else layer_in
     return out, (jnp.stack(h_n), jnp.stack(c_n))
+
+
+def float32_errors(p: Problem) -> tuple[np.ndarray, np.ndarray]:
+    """Per sequence, jaxlstm's and torch's float32 errors against a float64 reference.
+
+    The reference is torch in float64 on exactly the problem's float32 weights and inputs, so
+    the errors measure the arithmetic, not the rounding of the weights. A sequence's error is
+    the RMS over all its outputs: `out` at every step, `h_n` and `c_n` of every layer and
+    direction. Must be called with jax's 64-bit mode off.
+
+    Args:
+        p: a float32 problem, batched.
+
+    Returns:
+        `(jaxlstm_error, torch_error)`, each `[B]`.
+    """
+    as64 = lambda a: None if a is None else np.asarray(a, np.float64)  # noqa: E731
+    p64 = dataclasses.replace(
+        p,
+        params={k: as64(v) for k, v in p.params.items()},
+        x=as64(p.x),
+        hx=None if p.hx is None else tuple(as64(a) for a in p.hx),
+        g_out=as64(p.g_out),
+        g_h=as64(p.g_h),
+        g_c=as64(p.g_c),
+    )
+    reference, torch32, jax32 = run_torch(p64), run_torch(p), run_jax(p)
+    batch_axis = 0 if p.config.batch_first else 1
+
+    def rms(got: dict[str, np.ndarray]) -> np.ndarray:
+        squares, count = 0.0, 0
+        for name, axis in (("out", batch_axis), ("h_n", 1), ("c_n", 1)):
+            diff = np.moveaxis(np.asarray(got[name], np.float64) - reference[name], axis, 0)
+            squares = squares + (diff**2).reshape(diff.shape[0], -1).sum(axis=1)
+            count += diff[0].size
+        return np.sqrt(squares / count)
+
+    return rms(jax32), rms(torch32)

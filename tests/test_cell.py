@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 import jaxlstm
-from tests.harness import assert_close
+from tests.harness import assert_close, precision
 
 torch = pytest.importorskip("torch")
 
@@ -87,3 +87,47 @@ def test_cell_init_is_torch_uniform():
         assert v.min() >= -bound and v.max() <= bound, name
         assert v.max() - v.min() > 1.8 * bound, f"{name} does not span U(-1/sqrt(H), 1/sqrt(H))"
     assert set(cell.params) == {"weight_ih", "weight_hh", "bias_ih", "bias_hh"}
+
+
+def _ulps(got, exact: np.ndarray) -> np.ndarray:
+    """|got - exact| in units of the float32 spacing at `exact`."""
+    spacing = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
+    return np.abs(np.asarray(got, np.float64) - exact) / spacing
+
+
+def test_float32_tanh_and_gate_activations_are_within_about_an_ulp():
+    from jaxlstm.cell import gate_activations, tanh
+
+    x = np.concatenate(
+        [np.linspace(-30, 30, 600_001), np.random.default_rng(0).standard_normal(200_000) * 0.5]
+    ).astype(np.float32)
+    exact_tanh = np.tanh(x.astype(np.float64))
+    exact_sigmoid = 1 / (1 + np.exp(-x.astype(np.float64)))
+    columns = np.asarray(jax.jit(gate_activations)(np.repeat(x[:, None], 4, axis=1)))  # H = 1: i, f, g, o
+    for what, got, exact, worst, mean in (
+        ("tanh", jax.jit(tanh)(x), exact_tanh, 1.5, 0.15),
+        ("tanh of the g block", columns[:, 2], exact_tanh, 1.5, 0.15),
+        ("sigmoid of the i block", columns[:, 0], exact_sigmoid, 2.5, 0.3),
+        ("sigmoid of the o block", columns[:, 3], exact_sigmoid, 2.5, 0.3),
+    ):
+        ulps = _ulps(got, exact)
+        assert ulps.max() <= worst and ulps.mean() <= mean, f"{what}: max {ulps.max():.2f}, mean {ulps.mean():.3f} ulp"
+    # A nearly closed gate keeps its relative precision (1/2 tanh(x/2) + 1/2 had none left).
+    closed = np.linspace(-80, -15, 1001, dtype=np.float32)
+    got = np.asarray(jax.jit(gate_activations)(np.repeat(closed[:, None], 4, axis=1)))[:, 1]
+    exact = 1 / (1 + np.exp(-closed.astype(np.float64)))
+    assert np.max(np.abs(got - exact) / exact) < 4e-7
+
+
+def test_gate_activation_derivatives_come_from_the_outputs():
+    from jaxlstm.cell import gate_activations
+
+    with precision("float64"):
+        z = jax.random.normal(jax.random.key(0), (3, 8), jnp.float64) * 4  # H = 2
+        jac = jax.vmap(jax.jacfwd(gate_activations))(z)
+        a = gate_activations(z)
+        g_block = np.repeat([0, 0, 1, 0], 2)
+        want = np.where(g_block, (1 + a) * (1 - a), a * (1 - a))
+        np.testing.assert_allclose(np.diagonal(jac, axis1=1, axis2=2), want, rtol=1e-12)
+        assert np.count_nonzero(jac - jnp.stack([jnp.diag(w) for w in want])) == 0
+        np.testing.assert_allclose(a, np.where(g_block, np.tanh(z), 1 / (1 + np.exp(-z))), rtol=1e-14)
