@@ -9,7 +9,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["check_float_dtype", "check_floating", "check_params", "check_shape", "is_concrete", "split_state"]
+__all__ = [
+    "check_float_dtype",
+    "check_floating",
+    "check_key",
+    "check_params",
+    "check_shape",
+    "is_concrete",
+    "require_bool",
+    "require_positive_int",
+    "split_state",
+]
 
 
 def require_positive_int(name: str, value: Any) -> int:
