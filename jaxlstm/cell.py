@@ -62,8 +62,10 @@ def _tanh(x: Array) -> Array:
     """tanh with float32 accuracy close to correct rounding (see `tanh`)."""
     if not _float32_or_narrower(x):
         return jnp.tanh(x)
-    t = _sigmoid_of_minus_2abs(x)
-    return jnp.where(jnp.abs(x) < _SMALL, _tanh_small(x), jnp.copysign(1 - 2 * t, x))
+    sign = jnp.copysign(jnp.asarray(1, x.dtype), x)
+    # sign · (1 − 2t) with t used once: XLA then keeps the whole expression in one fused loop
+    # (a value with several users is computed by a kernel of its own and stored).
+    return jnp.where(jnp.abs(x) < _SMALL, _tanh_small(x), sign - 2 * sign * _sigmoid_of_minus_2abs(x))
 
 
 @jax.custom_jvp
@@ -109,14 +111,18 @@ def _gate_activations(gates: Array) -> Array:
     is_g = _g_block(gates).astype(bool)
     if not _float32_or_narrower(gates):
         return jnp.where(is_g, jnp.tanh(gates), jax.nn.sigmoid(gates))
+    one, zero = jnp.asarray(1, gates.dtype), jnp.asarray(0, gates.dtype)
     # σ(z) = ½ + ½ tanh(z/2): every block is a tanh of y = z/2 (σ) or y = z (g).
-    y = gates * jnp.where(is_g, jnp.asarray(1, gates.dtype), jnp.asarray(0.5, gates.dtype))
-    small, t, p = jnp.abs(y) < _SMALL, _sigmoid_of_minus_2abs(y), _tanh_small(y)
-    tanh_y = jnp.where(small, p, jnp.copysign(1 - 2 * t, y))
-    # σ: ½ + ½ p near 0; 1 − σ(−z) above; below, σ(z) = σ(−|z|) itself, which keeps its
-    # relative precision when the gate is nearly closed.
-    sigmoid = jnp.where(small, 0.5 + 0.5 * p, jnp.where(y > 0, 1 - t, t))
-    return jnp.where(is_g, tanh_y, sigmoid)
+    y = gates * jnp.where(is_g, one, jnp.asarray(0.5, gates.dtype))
+    p = _tanh_small(y)
+    near_zero = jnp.where(is_g, p, 0.5 + 0.5 * p)
+    # Elsewhere every block is a + b·t with t = σ(−2|y|): tanh is sign·(1 − 2t); σ is 1 − t
+    # above 0 (one rounding near 1) and t itself below, which keeps its relative precision
+    # for a nearly closed gate. t has one user, so XLA keeps all of it in one fused loop.
+    sign = jnp.copysign(one, y)
+    a = jnp.where(is_g, sign, jnp.where(y > 0, one, zero))
+    b = jnp.where(is_g, -2 * sign, jnp.where(y > 0, -one, one))
+    return jnp.where(jnp.abs(y) < _SMALL, near_zero, a + b * _sigmoid_of_minus_2abs(y))
 
 
 @jax.custom_jvp
