@@ -21,6 +21,7 @@ stacks layers as a plain list of modules: apply dropout between them yourself).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -28,8 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlstm.config import LSTMConfig, param_names
-from jaxlstm.torch_io import to_numpy
+from jaxlstm import nnx as jnnx
+from jaxlstm.config import LSTMCellConfig, LSTMConfig, param_names
+from jaxlstm.state_dict import read_lstm, to_numpy
 
 __all__ = [
     "cell_from_flax",
@@ -37,7 +39,6 @@ __all__ = [
     "from_flax",
     "hx_from_flax",
     "hx_to_flax",
-    "new_lstm",
     "to_flax",
 ]
 
@@ -276,8 +277,6 @@ def from_flax(module: Any, variables: Any = None, *, rngs: Any = None) -> Any:
     """
     from flax import nnx
 
-    from jaxlstm.nnx import LSTMCell
-
     del rngs  # no random numbers are needed: see the docstring
     if _is_cell(module):
         linen = _is_linen(module)
@@ -288,8 +287,8 @@ def from_flax(module: Any, variables: Any = None, *, rngs: Any = None) -> Any:
             raise TypeError("variables must be None for a flax.nnx module, which holds its parameters")
         tree = (variables.get("params", variables)) if linen else nnx.to_pure_dict(nnx.state(module, nnx.Param))
         sd = cell_from_flax(tree)
-        in_size, hidden = sd["weight_ih"].shape[1], sd["weight_hh"].shape[1]
-        return _loaded(lambda: LSTMCell(in_size, hidden, dtype=module.dtype, param_dtype=sd["weight_ih"].dtype, rngs=nnx.Rngs(0)), sd)
+        config = LSTMCellConfig(int(sd["weight_ih"].shape[1]), int(sd["weight_hh"].shape[1]))
+        return jnnx.from_params(sd, config, dtype=module.dtype)
 
     modules = list(module) if isinstance(module, (list, tuple)) else [module]
     if not modules:
@@ -332,68 +331,28 @@ def from_flax(module: Any, variables: Any = None, *, rngs: Any = None) -> Any:
     for k, layer_cells in enumerate(per_layer):
         for d, cell_sd in enumerate(layer_cells):
             state_dict |= {name: cell_sd[role] for role, name in param_names(config, k, d).items()}
-    return new_lstm(config, state_dict, dtype=layers[0].cells[0].dtype)
+    return jnnx.from_params(state_dict, config, dtype=layers[0].cells[0].dtype)
 
 
-def _loaded(make: Any, state_dict: Mapping[str, np.ndarray]) -> Any:
-    """`make()`'s jaxlstm module holding `state_dict`, without drawing its random weights.
-
-    The module is built abstractly (`nnx.eval_shape`) and every parameter then set, which
-    skips compiling and running torch's random init for weights that would be overwritten.
-    """
-    from flax import nnx
-
-    from jaxlstm.torch_io import load_torch_state_dict
-
-    model = nnx.eval_shape(make)
-    load_torch_state_dict(model, state_dict, strict=True)  # sets every parameter or raises
-    return model
-
-
-def new_lstm(config: LSTMConfig, state_dict: Mapping[str, np.ndarray], *, dtype: Any = None) -> Any:
-    """A `jaxlstm.LSTM` of `config` (dropout 0) holding `state_dict`, `param_dtype` its dtype.
+def _exported(model: Any, batch_first: bool | None) -> tuple[dict[str, np.ndarray], Any, Any]:
+    """`(params, config, compute dtype)` of a jaxlstm module or a dict holding one LSTM.
 
     Raises:
-        ValueError: the state_dict's keys or shapes do not match `config`.
+        ValueError: `batch_first` contradicts the module's, or the dict holds no single LSTM.
+        TypeError: `model` is neither.
     """
-    from flax import nnx
-
-    from jaxlstm.nnx import LSTM
-
-    if config.dropout > 0:
-        raise ValueError(f"new_lstm builds modules without dropout, got dropout={config.dropout}")
-    param_dtype = next(iter(state_dict.values())).dtype
-
-    def make() -> LSTM:
-        return LSTM(
-            config.input_size, config.hidden_size, config.num_layers, bias=config.bias,
-            batch_first=config.batch_first, bidirectional=config.bidirectional,
-            proj_size=config.proj_size, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0),
+    if not isinstance(model, (jnnx.LSTM, jnnx.LSTMCell, Mapping)):
+        raise TypeError(
+            "model must be a jaxlstm.LSTM, jaxlstm.LSTMCell or a dict of torch-named parameters, got "
+            f"{type(model).__name__}"
         )
-
-    return _loaded(make, state_dict)
-
-
-def _source_params(model: Any, batch_first: bool | None) -> tuple[dict[str, np.ndarray], LSTMConfig | None, Any]:
-    """`(params, config or None for a cell, dtype)` of a jaxlstm module or a torch-named dict."""
-    from jaxlstm.nnx import LSTM, LSTMCell
-
-    if isinstance(model, LSTM):
-        if batch_first is not None and batch_first != model.batch_first:
-            raise ValueError(f"batch_first={batch_first} contradicts the model's batch_first={model.batch_first}")
-        return {k: to_numpy(v) for k, v in model.params.items()}, model.config, model.dtype
-    if isinstance(model, LSTMCell):
-        return {k: to_numpy(v) for k, v in model.params.items()}, None, model.dtype
-    if isinstance(model, Mapping):
-        params = model.get("params", model)
-        params = {k: to_numpy(v) for k, v in params.items() if hasattr(v, "shape")}
-        if "weight_ih" in params:
-            return params, None, None
-        return params, LSTMConfig.from_state_dict(params, batch_first=bool(batch_first)), None
-    raise TypeError(
-        "model must be a jaxlstm.LSTM, jaxlstm.LSTMCell or a dict of torch-named parameters, got "
-        f"{type(model).__name__}"
-    )
+    weights = read_lstm(model)
+    config = weights.config
+    if isinstance(model, jnnx.LSTM) and batch_first is not None and batch_first != model.batch_first:
+        raise ValueError(f"batch_first={batch_first} contradicts the model's batch_first={model.batch_first}")
+    if isinstance(config, LSTMConfig) and batch_first is not None:
+        config = dataclasses.replace(config, batch_first=batch_first)
+    return weights.params, config, getattr(model, "dtype", None) if not isinstance(model, Mapping) else None
 
 
 def to_flax(
@@ -441,8 +400,8 @@ def to_flax(
         raise ValueError(f"api must be 'nnx' or 'linen', got {api!r}")
     if cell not in ("LSTMCell", "OptimizedLSTMCell"):
         raise ValueError(f"cell must be 'LSTMCell' or 'OptimizedLSTMCell', got {cell!r}")
-    params, config, dtype = _source_params(model, batch_first)
-    if config is not None and config.proj_size > 0:
+    params, config, dtype = _exported(model, batch_first)
+    if isinstance(config, LSTMConfig) and config.proj_size > 0:
         raise ValueError(
             f"Flax's LSTM cells have no projection: a model with proj_size={config.proj_size} "
             "cannot be exported to Flax"
@@ -464,7 +423,7 @@ def to_flax(
         nnx.update(flax_cell, state)
         return flax_cell, {}
 
-    if config is None:  # a cell
+    if isinstance(config, LSTMCellConfig):
         flax_cell, tree = make_cell(params)
         return (flax_cell, {"params": tree}) if api == "linen" else flax_cell
 

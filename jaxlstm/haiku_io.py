@@ -21,9 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlstm import nnx as jnnx
 from jaxlstm._checks import require_positive_int
-from jaxlstm.config import LSTMConfig, param_names
-from jaxlstm.torch_io import to_numpy
+from jaxlstm.config import LSTMCellConfig, LSTMConfig, layer_names, param_names
+from jaxlstm.state_dict import read_lstm, to_numpy
 
 __all__ = ["from_haiku", "haiku_to_torch", "hx_from_haiku", "to_haiku", "torch_to_haiku"]
 
@@ -158,11 +159,9 @@ def from_haiku(
     """
     import dataclasses
 
-    from jaxlstm.flax_io import new_lstm
-
     del rngs  # no random numbers are needed: see the docstring
     state_dict, config = haiku_to_torch(params, hidden_size=hidden_size)
-    return new_lstm(dataclasses.replace(config, batch_first=batch_first), state_dict)
+    return jnnx.from_params(state_dict, dataclasses.replace(config, batch_first=batch_first))
 
 
 def torch_to_haiku(
@@ -223,12 +222,16 @@ def to_haiku(model: Any, *, name: str = "lstm") -> dict[str, dict[str, jax.Array
         ValueError: bidirectional or projected models (see `torch_to_haiku`).
         TypeError: `model` is not a jaxlstm module or parameter dict.
     """
-    from jaxlstm.flax_io import _source_params
-
-    params, config, _ = _source_params(model, None)
-    if config is None:  # an LSTMCell: one layer under torch's nn.LSTM names
-        config = LSTMConfig(params["weight_ih"].shape[1], params["weight_hh"].shape[1], bias="bias_ih" in params)
-        params = {name_k: params[role] for role, name_k in param_names(config, 0, 0).items()}
+    if not isinstance(model, (jnnx.LSTM, jnnx.LSTMCell, Mapping)):
+        raise TypeError(
+            "model must be a jaxlstm.LSTM, jaxlstm.LSTMCell or a dict of torch-named parameters, got "
+            f"{type(model).__name__}"
+        )
+    weights = read_lstm(model)
+    params, config = weights.params, weights.config
+    if isinstance(config, LSTMCellConfig):  # one layer under torch's nn.LSTM names
+        params = {layer: params[role] for role, layer in layer_names(config).items()}
+        config = config.as_lstm()
     return torch_to_haiku(params, config, name=name)
 
 
