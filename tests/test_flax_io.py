@@ -47,7 +47,10 @@ def _valid(out, time_major, lengths):
 def _carry(num_dirs, seed=1, dtype=jnp.float32):
     """A random Flax carry for one layer: (c, h), or one per direction."""
     rng = np.random.default_rng(seed)
-    pairs = [tuple(jnp.asarray(rng.standard_normal((B, H)), dtype) for _ in range(2)) for _ in range(num_dirs)]
+    pairs = [
+        tuple(jnp.asarray(rng.standard_normal((B, H)), dtype) for _ in range(2))
+        for _ in range(num_dirs)
+    ]
     return pairs[0] if num_dirs == 1 else tuple(pairs)
 
 
@@ -73,13 +76,17 @@ def test_from_flax_linen_matches_flax(case, seq):
     variables = _randomize(rnn.init(jax.random.key(0), x), seed=2)
     carry0 = _carry(dirs)
     lengths = jnp.asarray(LENGTHS) if seq else None
-    carry, want = rnn.apply(variables, x, initial_carry=carry0, seq_lengths=lengths, return_carry=True)
+    carry, want = rnn.apply(
+        variables, x, initial_carry=carry0, seq_lengths=lengths, return_carry=True
+    )
     model = jaxlstm.from_flax(rnn, variables)
     assert model.batch_first == (not time_major) and model.bidirectional == (dirs == 2)
     got, (h_n, c_n) = model(x, hx_from_flax(carry0), seq_lengths=lengths)
     if seq:
         want = _valid(want, time_major, LENGTHS)
-        np.testing.assert_array_equal(np.asarray(got), _valid(got, time_major, LENGTHS))  # zero padding
+        np.testing.assert_array_equal(
+            np.asarray(got), _valid(got, time_major, LENGTHS)
+        )  # zero padding
     want_h, want_c = hx_from_flax(carry)
     assert_close(got, want, "float32", "out")
     assert_close(h_n, want_h, "float32", "h_n")
@@ -88,7 +95,10 @@ def test_from_flax_linen_matches_flax(case, seq):
 
 def test_from_flax_linen_stack_of_layers():
     """A list of Bidirectional layers (time-major) becomes num_layers."""
-    layers = [nn.Bidirectional(nn.RNN(nn.LSTMCell(H)), nn.RNN(nn.LSTMCell(H)), time_major=True) for _ in range(2)]
+    layers = [
+        nn.Bidirectional(nn.RNN(nn.LSTMCell(H)), nn.RNN(nn.LSTMCell(H)), time_major=True)
+        for _ in range(2)
+    ]
     x = _x(True)
     variables, inputs = [], x
     for k, layer in enumerate(layers):
@@ -107,7 +117,9 @@ def test_from_flax_float64_is_exact_to_1e10():
         x = _x(False, dtype=jnp.float64)
         variables = _randomize(rnn.init(jax.random.key(0), x), seed=2)
         carry0 = _carry(1, dtype=jnp.float64)
-        carry, want = rnn.apply(variables, x, initial_carry=carry0, seq_lengths=jnp.asarray(LENGTHS), return_carry=True)
+        carry, want = rnn.apply(
+            variables, x, initial_carry=carry0, seq_lengths=jnp.asarray(LENGTHS), return_carry=True
+        )
         model = jaxlstm.from_flax(rnn, variables)
         assert model.params["weight_ih_l0"].dtype == jnp.float64
         got, (h_n, c_n) = model(x, hx_from_flax(carry0), seq_lengths=jnp.asarray(LENGTHS))
@@ -119,9 +131,15 @@ def test_from_flax_float64_is_exact_to_1e10():
 
 NNX_CASES = {
     "rnn_lstmcell": (lambda r: nnx.RNN(nnx.LSTMCell(IN, H, rngs=r)), False, 1),
-    "rnn_optimized_fused_time_major": (lambda r: nnx.RNN(nnx.OptimizedLSTMCell(IN, H, rngs=r), time_major=True), True, 1),
+    "rnn_optimized_fused_time_major": (
+        lambda r: nnx.RNN(nnx.OptimizedLSTMCell(IN, H, rngs=r), time_major=True),
+        True,
+        1,
+    ),
     "bidir": (
-        lambda r: nnx.Bidirectional(nnx.RNN(nnx.OptimizedLSTMCell(IN, H, rngs=r)), nnx.RNN(nnx.LSTMCell(IN, H, rngs=r))),
+        lambda r: nnx.Bidirectional(
+            nnx.RNN(nnx.OptimizedLSTMCell(IN, H, rngs=r)), nnx.RNN(nnx.LSTMCell(IN, H, rngs=r))
+        ),
         False,
         2,
     ),
@@ -190,7 +208,12 @@ def test_cell_layout_round_trip_is_exact():
 
 @pytest.mark.parametrize(
     ("api", "cell"),
-    [("linen", "LSTMCell"), ("linen", "OptimizedLSTMCell"), ("nnx", "LSTMCell"), ("nnx", "OptimizedLSTMCell")],
+    [
+        ("linen", "LSTMCell"),
+        ("linen", "OptimizedLSTMCell"),
+        ("nnx", "LSTMCell"),
+        ("nnx", "OptimizedLSTMCell"),
+    ],
 )
 def test_to_flax_runs_like_jaxlstm_and_round_trips(api, cell):
     model = random_lstm(LSTMConfig(IN, H, num_layers=2, bidirectional=True, batch_first=True), 1)
@@ -222,7 +245,9 @@ def test_to_flax_runs_like_jaxlstm_and_round_trips(api, cell):
         if k.startswith("weight"):
             np.testing.assert_array_equal(np.asarray(q[k]), np.asarray(p[k]), err_msg=k)
         elif k.startswith("bias_hh"):  # Flax's single bias holds the sum
-            np.testing.assert_array_equal(np.asarray(q[k]), np.asarray(p[k] + p[k.replace("_hh", "_ih")]))
+            np.testing.assert_array_equal(
+                np.asarray(q[k]), np.asarray(p[k] + p[k.replace("_hh", "_ih")])
+            )
 
 
 def test_to_flax_cells_no_bias_and_state_dict_input():
@@ -261,7 +286,9 @@ def test_flax_errors_say_what_cannot_be_held():
         jaxlstm.from_flax(nn.RNN(nn.GRUCell(H)), {})
     with pytest.raises(ValueError, match="sigmoid and tanh"):
         jaxlstm.from_flax(nn.RNN(nn.LSTMCell(H, gate_fn=jax.nn.hard_sigmoid)), {})
-    summed = nn.Bidirectional(nn.RNN(nn.LSTMCell(H)), nn.RNN(nn.LSTMCell(H)), merge_fn=lambda a, b: a + b)
+    summed = nn.Bidirectional(
+        nn.RNN(nn.LSTMCell(H)), nn.RNN(nn.LSTMCell(H)), merge_fn=lambda a, b: a + b
+    )
     with pytest.raises(ValueError, match="concatenates"):
         jaxlstm.from_flax(summed, {})
     with pytest.raises(TypeError, match="variables are required"):

@@ -36,7 +36,9 @@ def _haiku_unroll(hk, layers, x, state):
 
 
 @pytest.mark.parametrize(
-    ("layers", "dtype"), [(1, "float64"), (3, "float32")], ids=["hk.LSTM-float64", "hk.DeepRNN-float32"]
+    ("layers", "dtype"),
+    [(1, "float64"), (3, "float32")],
+    ids=["hk.LSTM-float64", "hk.DeepRNN-float32"],
 )
 def test_from_haiku_matches_haiku(layers, dtype):
     hk = pytest.importorskip("haiku")
@@ -48,14 +50,22 @@ def _check_from_haiku(hk, layers, dtype):
     jdtype = jnp.dtype(dtype)
     x = _x(dtype=jdtype)
     rng = np.random.default_rng(4)
-    states = [hk.LSTMState(*(jnp.asarray(rng.standard_normal((B, H)), jdtype) for _ in range(2))) for _ in range(layers)]
+    states = [
+        hk.LSTMState(*(jnp.asarray(rng.standard_normal((B, H)), jdtype) for _ in range(2)))
+        for _ in range(layers)
+    ]
     state = states[0] if layers == 1 else tuple(states)
     f = _haiku_unroll(hk, layers, x, state)
     params = _randomize(f.init(jax.random.key(0), x, state), seed=5)
     assert params["lstm/linear"]["w"].dtype == jdtype
     want, final = f.apply(params, x, state)
     model = jaxlstm.from_haiku(params)
-    assert (model.num_layers, model.input_size, model.hidden_size, model.batch_first) == (layers, IN, H, False)
+    assert (model.num_layers, model.input_size, model.hidden_size, model.batch_first) == (
+        layers,
+        IN,
+        H,
+        False,
+    )
     got, (h_n, c_n) = model(x, jaxlstm.haiku_io.hx_from_haiku(state))
     want_h, want_c = jaxlstm.haiku_io.hx_from_haiku(final)
     # The +1 folded into the bias rounds differently from Haiku's `f + 1`: 1e-5 / 1e-10.
@@ -78,7 +88,10 @@ def test_to_haiku_runs_like_jaxlstm_and_picks_lstms_among_other_linears():
     assert_close(h_n, want_h, "float32", "h_n")
     assert_close(c_n, want_c, "float32", "c_n")
     # Haiku's numbering orders layers (lstm_10 after lstm_2); a readout linear is ignored.
-    many = {f"lstm_{k}/linear" if k else "lstm/linear": p for k, p in enumerate([params["lstm/linear"]] + [params["lstm_1/linear"]] * 10)}
+    many = {
+        f"lstm_{k}/linear" if k else "lstm/linear": p
+        for k, p in enumerate([params["lstm/linear"]] + [params["lstm_1/linear"]] * 10)
+    }
     many = dict(sorted(many.items()))
     many["linear"] = {"w": jnp.zeros((H, 2)), "b": jnp.zeros(2)}
     many["mlp/~/linear"] = {"w": jnp.zeros((H + 7, 4 * (H + 1))), "b": jnp.zeros(4 * (H + 1))}
@@ -86,7 +99,9 @@ def test_to_haiku_runs_like_jaxlstm_and_picks_lstms_among_other_linears():
         jaxlstm.from_haiku(many)
     deep = jaxlstm.from_haiku(many, hidden_size=H)
     assert deep.num_layers == 11
-    np.testing.assert_array_equal(np.asarray(deep.params["weight_ih_l0"]), np.asarray(model.params["weight_ih_l0"]))
+    np.testing.assert_array_equal(
+        np.asarray(deep.params["weight_ih_l0"]), np.asarray(model.params["weight_ih_l0"])
+    )
 
 
 def test_haiku_errors_say_what_cannot_be_held():
