@@ -65,7 +65,9 @@ def check_paths(src: str | os.PathLike, dst: str | os.PathLike, *, force: bool =
     if not os.path.exists(src):
         raise FileNotFoundError(f"source {os.fspath(src)!r} does not exist")
     if os.path.exists(dst) and not force:
-        raise FileExistsError(f"destination {os.fspath(dst)!r} already exists (pass --force to overwrite it)")
+        raise FileExistsError(
+            f"destination {os.fspath(dst)!r} already exists (pass --force to overwrite it)"
+        )
 
 
 def convert(
@@ -101,8 +103,12 @@ def convert(
     weights = read_lstm(src, prefix=prefix)
     if batch_first is not None:
         if not isinstance(weights.config, LSTMConfig):
-            raise StateDictError(f"--batch-first applies to an nn.LSTM, but {weights.prefix!r} is an nn.LSTMCell")
-        weights = weights._replace(config=dataclasses.replace(weights.config, batch_first=batch_first))
+            raise StateDictError(
+                f"--batch-first applies to an nn.LSTM, but {weights.prefix!r} is an nn.LSTMCell"
+            )
+        weights = weights._replace(
+            config=dataclasses.replace(weights.config, batch_first=batch_first)
+        )
     write_state_dict(dst, weights.params, weights.config, force=force)
     return weights
 
@@ -121,10 +127,20 @@ def _parser() -> argparse.ArgumentParser:
         "(state_dicts, training checkpoints, TorchScript), .safetensors and an orbax checkpoint "
         "directory, inferring the configuration from the weights.",
     )
-    parser.add_argument("src", help="source: .pt/.pth/.bin/.ckpt/.jit, .safetensors, or an orbax directory")
-    parser.add_argument("dst", nargs="?", help="destination: a torch file, .safetensors, or a new directory (orbax)")
-    parser.add_argument("--list", action="store_true", help="print every LSTM in SRC with its prefix and configuration")
-    parser.add_argument("--prefix", default=None, help="the LSTM's key prefix in SRC, as --list prints it")
+    parser.add_argument(
+        "src", help="source: .pt/.pth/.bin/.ckpt/.jit, .safetensors, or an orbax directory"
+    )
+    parser.add_argument(
+        "dst", nargs="?", help="destination: a torch file, .safetensors, or a new directory (orbax)"
+    )
+    parser.add_argument(
+        "--list",
+        action="store_true",
+        help="print every LSTM in SRC with its prefix and configuration",
+    )
+    parser.add_argument(
+        "--prefix", default=None, help="the LSTM's key prefix in SRC, as --list prints it"
+    )
     parser.add_argument(
         "--batch-first",
         action=argparse.BooleanOptionalAction,
@@ -137,7 +153,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: Any) -> None:
     if args.list:
-        if args.dst is not None or args.prefix is not None or args.batch_first is not None or args.force:
+        if (
+            args.dst is not None
+            or args.prefix is not None
+            or args.batch_first is not None
+            or args.force
+        ):
             raise StateDictError("--list takes SRC alone")
         detect_format(args.src)
         found = find_lstms(args.src)
@@ -148,9 +169,14 @@ def _run(args: Any) -> None:
         return
     if args.dst is None:
         raise StateDictError("DST is required (or pass --list to see the LSTMs in SRC)")
-    weights = convert(args.src, args.dst, prefix=args.prefix, batch_first=args.batch_first, force=args.force)
+    weights = convert(
+        args.src, args.dst, prefix=args.prefix, batch_first=args.batch_first, force=args.force
+    )
     dtypes = ", ".join(sorted({str(v.dtype) for v in weights.params.values()}))
-    print(f"read {len(weights.params)} tensors ({dtypes}) under prefix {weights.prefix!r} of {args.src}")
+    print(
+        f"read {len(weights.params)} tensors ({dtypes}) under prefix {weights.prefix!r} "
+        f"of {args.src}"
+    )
     print(f"inferred {weights.config}")
     print(f"wrote {detect_format(args.dst)} {args.dst}")
 

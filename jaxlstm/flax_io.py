@@ -93,7 +93,12 @@ def cell_from_flax(cell_params: Mapping[str, Any]) -> dict[str, np.ndarray]:
             f"{list(_PER_GATE_KEYS)} or ['dense_i', 'dense_h'], got keys {sorted(cell_params)}"
         )
     hidden = w_hh.shape[1]
-    if w_ih.ndim != 2 or w_ih.shape[0] != 4 * hidden or w_hh.shape != (4 * hidden, hidden) or b.shape != (4 * hidden,):
+    if (
+        w_ih.ndim != 2
+        or w_ih.shape[0] != 4 * hidden
+        or w_hh.shape != (4 * hidden, hidden)
+        or b.shape != (4 * hidden,)
+    ):
         raise ValueError(
             f"Flax LSTM cell parameters have inconsistent shapes: input kernels give "
             f"weight_ih {w_ih.shape}, hidden kernels weight_hh {w_hh.shape} and bias {b.shape}; "
@@ -103,7 +108,10 @@ def cell_from_flax(cell_params: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 
 def cell_to_flax(
-    params: Mapping[str, Any], *, layout: Literal["per_gate", "fused"] = "per_gate", nnx_names: bool = False
+    params: Mapping[str, Any],
+    *,
+    layout: Literal["per_gate", "fused"] = "per_gate",
+    nnx_names: bool = False,
 ) -> dict[str, dict[str, np.ndarray]]:
     """One cell's torch-layout parameters as a Flax LSTM cell's parameter tree.
 
@@ -132,7 +140,10 @@ def cell_to_flax(
     else:
         b = np.zeros(w_ih.shape[0], w_ih.dtype)
     if layout == "fused":
-        return {"dense_i": {"kernel": w_ih.T.copy()}, "dense_h": {"kernel": w_hh.T.copy(), "bias": b}}
+        return {
+            "dense_i": {"kernel": w_ih.T.copy()},
+            "dense_h": {"kernel": w_hh.T.copy(), "bias": b},
+        }
     if layout != "per_gate":
         raise ValueError(f"layout must be 'per_gate' or 'fused', got {layout!r}")
     w_ih_g, w_hh_g, b_g = (np.split(a, 4) for a in (w_ih, w_hh, b))
@@ -178,17 +189,24 @@ def _linen_layer(module: Any, variables: Any, where: str) -> _Layer:
     from flax.linen import recurrent
 
     if not isinstance(variables, Mapping):
-        raise TypeError(f"variables for {where} must be a dict of Flax variables, got {type(variables).__name__}")
+        raise TypeError(
+            f"variables for {where} must be a dict of Flax variables, "
+            f"got {type(variables).__name__}"
+        )
     tree = variables["params"] if "params" in variables else variables
     try:
         if isinstance(module, nn.RNN):
             if module.reverse:
-                raise ValueError(f"{where} is an nn.RNN with reverse=True: torch has no backward-only LSTM")
+                raise ValueError(
+                    f"{where} is an nn.RNN with reverse=True: torch has no backward-only LSTM"
+                )
             _check_cell(module.cell, f"{where}.cell")
             return _Layer([module.cell], [tree["cell"]], module.time_major)
         if isinstance(module, nn.Bidirectional):
             if module.merge_fn is not recurrent._concatenate:
-                raise ValueError(f"{where} merges directions with {module.merge_fn}; torch concatenates them")
+                raise ValueError(
+                    f"{where} merges directions with {module.merge_fn}; torch concatenates them"
+                )
             rnns = (module.forward_rnn, module.backward_rnn)
             for name, rnn in zip(("forward_rnn", "backward_rnn"), rnns, strict=True):
                 if not isinstance(rnn, nn.RNN):
@@ -197,8 +215,12 @@ def _linen_layer(module: Any, variables: Any, where: str) -> _Layer:
             trees = [tree["forward_rnn"]["cell"], tree["backward_rnn"]["cell"]]
             return _Layer([r.cell for r in rnns], trees, module.time_major)
     except KeyError as e:
-        raise ValueError(f"variables for {where} have no entry {e} (keys: {sorted(tree)})") from None
-    raise TypeError(f"{where} must be a flax.linen RNN or Bidirectional, got {type(module).__name__}")
+        raise ValueError(
+            f"variables for {where} have no entry {e} (keys: {sorted(tree)})"
+        ) from None
+    raise TypeError(
+        f"{where} must be a flax.linen RNN or Bidirectional, got {type(module).__name__}"
+    )
 
 
 def _nnx_layer(module: Any, where: str) -> _Layer:
@@ -210,12 +232,16 @@ def _nnx_layer(module: Any, where: str) -> _Layer:
 
     if isinstance(module, nnx.RNN):
         if module.reverse:
-            raise ValueError(f"{where} is an nnx.RNN with reverse=True: torch has no backward-only LSTM")
+            raise ValueError(
+                f"{where} is an nnx.RNN with reverse=True: torch has no backward-only LSTM"
+            )
         _check_cell(module.cell, f"{where}.cell")
         return _Layer([module.cell], [tree(module.cell)], module.time_major)
     if isinstance(module, nnx.Bidirectional):
         if module.merge_fn is not recurrent._concatenate:
-            raise ValueError(f"{where} merges directions with {module.merge_fn}; torch concatenates them")
+            raise ValueError(
+                f"{where} merges directions with {module.merge_fn}; torch concatenates them"
+            )
         rnns = (module.forward_rnn, module.backward_rnn)
         for name, rnn in zip(("forward_rnn", "backward_rnn"), rnns, strict=True):
             if not isinstance(rnn, nnx.RNN):
@@ -235,7 +261,9 @@ def _is_cell(module: Any) -> bool:
     import flax.linen as nn
     from flax import nnx
 
-    return isinstance(module, (nn.LSTMCell, nn.OptimizedLSTMCell, nnx.LSTMCell, nnx.OptimizedLSTMCell))
+    return isinstance(
+        module, (nn.LSTMCell, nn.OptimizedLSTMCell, nnx.LSTMCell, nnx.OptimizedLSTMCell)
+    )
 
 
 def from_flax(module: Any, variables: Any = None, *, rngs: Any = None) -> Any:
@@ -284,22 +312,33 @@ def from_flax(module: Any, variables: Any = None, *, rngs: Any = None) -> Any:
         if linen and variables is None:
             raise TypeError("variables are required for a flax.linen module (module.init's result)")
         if not linen and variables is not None:
-            raise TypeError("variables must be None for a flax.nnx module, which holds its parameters")
-        tree = (variables.get("params", variables)) if linen else nnx.to_pure_dict(nnx.state(module, nnx.Param))
+            raise TypeError(
+                "variables must be None for a flax.nnx module, which holds its parameters"
+            )
+        tree = (
+            (variables.get("params", variables))
+            if linen
+            else nnx.to_pure_dict(nnx.state(module, nnx.Param))
+        )
         sd = cell_from_flax(tree)
         config = LSTMCellConfig(int(sd["weight_ih"].shape[1]), int(sd["weight_hh"].shape[1]))
         return jnnx.from_params(sd, config, dtype=module.dtype)
 
     modules = list(module) if isinstance(module, (list, tuple)) else [module]
     if not modules:
-        raise ValueError("module must be a Flax RNN/Bidirectional or a non-empty list of them, got []")
+        raise ValueError(
+            "module must be a Flax RNN/Bidirectional or a non-empty list of them, got []"
+        )
     linen = _is_linen(modules[0])
     if linen:
         if variables is None:
             raise TypeError("variables are required for flax.linen modules (module.init's result)")
         var_list = list(variables) if isinstance(variables, (list, tuple)) else [variables]
         if len(var_list) != len(modules):
-            raise ValueError(f"variables must have one entry per module: {len(modules)} modules, got {len(var_list)}")
+            raise ValueError(
+                f"variables must have one entry per module: {len(modules)} modules, "
+                f"got {len(var_list)}"
+            )
     elif variables is not None:
         raise TypeError("variables must be None for flax.nnx modules, which hold their parameters")
     layers = []
@@ -343,16 +382,27 @@ def _exported(model: Any, batch_first: bool | None) -> tuple[dict[str, np.ndarra
     """
     if not isinstance(model, (jnnx.LSTM, jnnx.LSTMCell, Mapping)):
         raise TypeError(
-            "model must be a jaxlstm.LSTM, jaxlstm.LSTMCell or a dict of torch-named parameters, got "
+            "model must be a jaxlstm.LSTM, jaxlstm.LSTMCell or a dict of torch-named "
+            "parameters, got "
             f"{type(model).__name__}"
         )
     weights = read_lstm(model)
     config = weights.config
-    if isinstance(model, jnnx.LSTM) and batch_first is not None and batch_first != model.batch_first:
-        raise ValueError(f"batch_first={batch_first} contradicts the model's batch_first={model.batch_first}")
+    if (
+        isinstance(model, jnnx.LSTM)
+        and batch_first is not None
+        and batch_first != model.batch_first
+    ):
+        raise ValueError(
+            f"batch_first={batch_first} contradicts the model's batch_first={model.batch_first}"
+        )
     if isinstance(config, LSTMConfig) and batch_first is not None:
         config = dataclasses.replace(config, batch_first=batch_first)
-    return weights.params, config, getattr(model, "dtype", None) if not isinstance(model, Mapping) else None
+    return (
+        weights.params,
+        config,
+        getattr(model, "dtype", None) if not isinstance(model, Mapping) else None,
+    )
 
 
 def to_flax(
@@ -391,7 +441,8 @@ def to_flax(
         TypeError: `model` is not a jaxlstm module or parameter dict.
 
     Example:
-        >>> rnn, variables = to_flax(jaxlstm.LSTM(3, 8, rngs=nnx.Rngs(0)), api="linen")  # doctest: +SKIP
+        >>> lstm = jaxlstm.LSTM(3, 8, rngs=nnx.Rngs(0))  # doctest: +SKIP
+        >>> rnn, variables = to_flax(lstm, api="linen")  # doctest: +SKIP
     """
     import flax.linen as nn
     from flax import nnx
@@ -415,7 +466,9 @@ def to_flax(
         param_dtype = cell_params["weight_ih"].dtype
         if api == "linen":
             cls = nn.LSTMCell if cell == "LSTMCell" else nn.OptimizedLSTMCell
-            return cls(hidden, dtype=dtype, param_dtype=param_dtype), jax.tree.map(jnp.asarray, tree)
+            return cls(hidden, dtype=dtype, param_dtype=param_dtype), jax.tree.map(
+                jnp.asarray, tree
+            )
         cls = nnx.LSTMCell if cell == "LSTMCell" else nnx.OptimizedLSTMCell
         flax_cell = cls(in_size, hidden, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         state = nnx.state(flax_cell, nnx.Param)
@@ -438,14 +491,23 @@ def to_flax(
             rnns = [nn.RNN(c, time_major=time_major) for c, _ in dirs]
             if config.bidirectional:
                 modules.append(nn.Bidirectional(rnns[0], rnns[1], time_major=time_major))
-                variables.append({"params": {"forward_rnn": {"cell": dirs[0][1]}, "backward_rnn": {"cell": dirs[1][1]}}})
+                variables.append(
+                    {
+                        "params": {
+                            "forward_rnn": {"cell": dirs[0][1]},
+                            "backward_rnn": {"cell": dirs[1][1]},
+                        }
+                    }
+                )
             else:
                 modules.append(rnns[0])
                 variables.append({"params": {"cell": dirs[0][1]}})
         else:
             rnns = [nnx.RNN(c, time_major=time_major, rngs=rngs) for c, _ in dirs]
             modules.append(
-                nnx.Bidirectional(rnns[0], rnns[1], time_major=time_major, rngs=rngs) if config.bidirectional else rnns[0]
+                nnx.Bidirectional(rnns[0], rnns[1], time_major=time_major, rngs=rngs)
+                if config.bidirectional
+                else rnns[0]
             )
     if api == "linen":
         return (modules[0], variables[0]) if len(modules) == 1 else (modules, variables)
@@ -476,7 +538,10 @@ def hx_from_flax(carries: Any) -> tuple[jax.Array, jax.Array]:
     hs, cs = [], []
     for k, layer in enumerate(layers):
         if not isinstance(layer, (tuple, list)) or len(layer) != 2:
-            raise ValueError(f"carry of layer {k} must be a pair (c, h) or a pair of pairs, got {type(layer).__name__}")
+            raise ValueError(
+                f"carry of layer {k} must be a pair (c, h) or a pair of pairs, "
+                f"got {type(layer).__name__}"
+            )
         directions = layer if isinstance(layer[0], (tuple, list)) else [layer]
         for direction in directions:
             c, h = direction  # Flax orders the carry (c, h)
@@ -504,7 +569,8 @@ def hx_to_flax(hx: tuple[Any, Any], *, num_layers: int = 1, bidirectional: bool 
     dirs = 2 if bidirectional else 1
     if h.shape[0] != num_layers * dirs or c.shape[0] != num_layers * dirs:
         raise ValueError(
-            f"hx must hold num_layers * D = {num_layers * dirs} states, got h {tuple(h.shape)}, c {tuple(c.shape)}"
+            f"hx must hold num_layers * D = {num_layers * dirs} states, got h {tuple(h.shape)}, "
+            f"c {tuple(c.shape)}"
         )
     layers = []
     for k in range(num_layers):

@@ -176,7 +176,11 @@ def _dtype_name(value: Any) -> str:
 
 
 def _is_tensor(value: Any) -> bool:
-    return hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, (Mapping, type))
+    return (
+        hasattr(value, "shape")
+        and hasattr(value, "dtype")
+        and not isinstance(value, (Mapping, type))
+    )
 
 
 # ----------------------------------------------------------------------------- formats
@@ -230,7 +234,14 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 raise ValueError(f"tensor {name!r} lies outside the file or has the wrong size")
             out[name] = np.frombuffer(body[start:end], dtype=dtype).reshape(info["shape"]).copy()
         return out
-    except (struct.error, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
+    except (
+        struct.error,
+        json.JSONDecodeError,
+        UnicodeDecodeError,
+        KeyError,
+        TypeError,
+        ValueError,
+    ) as e:
         raise StateDictError(f"{os.fspath(path)!r} is not a valid .safetensors file: {e}") from None
 
 
@@ -242,7 +253,11 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, Any]) -> No
     for name, value in tensors.items():
         array = np.ascontiguousarray(to_numpy(value))
         raw = array.tobytes()
-        header[name] = {"dtype": codes[array.dtype], "shape": list(array.shape), "data_offsets": [offset, offset + len(raw)]}
+        header[name] = {
+            "dtype": codes[array.dtype],
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + len(raw)],
+        }
         chunks.append(raw)
         offset += len(raw)
     blob = json.dumps(header, separators=(",", ":")).encode()
@@ -284,7 +299,9 @@ def read_orbax(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str
         if not os.path.exists(path):
             raise FileNotFoundError(f"orbax checkpoint directory {path!r} does not exist")
         raise StateDictError(f"{path!r} is not an orbax checkpoint directory")
-    if not os.path.isdir(os.path.join(path, "params")) and not os.path.isfile(os.path.join(path, "_METADATA")):
+    if not os.path.isdir(os.path.join(path, "params")) and not os.path.isfile(
+        os.path.join(path, "_METADATA")
+    ):
         path = _single_pytree_item(path)
     try:
         if os.path.isdir(os.path.join(path, "params")):
@@ -299,7 +316,9 @@ def read_orbax(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str
                 tree, config = ckptr.restore(path), None
     except Exception as e:  # orbax raises many types for a bad directory: name the path instead
         first = str(e).splitlines()[0] if str(e) else ""
-        raise StateDictError(f"{path!r} is not a readable orbax checkpoint ({type(e).__name__}: {first})") from None
+        raise StateDictError(
+            f"{path!r} is not a readable orbax checkpoint ({type(e).__name__}: {first})"
+        ) from None
     return {k: to_numpy(v) for k, v in _flatten_pytree(tree).items()}, config
 
 
@@ -311,15 +330,23 @@ def _single_pytree_item(path: str) -> str:
         return os.path.join(path, items[0])
     steps = [e for e in entries if e.isdigit() and os.path.isdir(os.path.join(path, e))]
     if steps:
-        hint = f"it looks like a CheckpointManager directory: pass one step, e.g. {os.path.join(path, steps[-1])!r}"
+        example = os.path.join(path, steps[-1])
+        hint = f"it looks like a CheckpointManager directory: pass one step, e.g. {example!r}"
     elif items:
-        hint = f"it holds several pytree items {items}: pass one of them, e.g. {os.path.join(path, items[0])!r}"
+        example = os.path.join(path, items[0])
+        hint = f"it holds several pytree items {items}: pass one of them, e.g. {example!r}"
     else:
         hint = f"no orbax pytree found (entries: {entries[:6]})"
     raise StateDictError(f"{path!r} is not a readable orbax checkpoint: {hint}")
 
 
-def write_orbax(path: str | os.PathLike, params: Mapping[str, Any], config: LSTMConfig | LSTMCellConfig, *, force: bool = False) -> None:
+def write_orbax(
+    path: str | os.PathLike,
+    params: Mapping[str, Any],
+    config: LSTMConfig | LSTMCellConfig,
+    *,
+    force: bool = False,
+) -> None:
     """Writes an orbax checkpoint directory with the items `params` and `config`.
 
     `params` holds `{torch name: array}`; `config` the configuration as JSON (with
@@ -368,14 +395,20 @@ def write_state_dict(
     """
     fmt = detect_format(path)
     if os.path.exists(path) and not force:
-        raise FileExistsError(f"destination {os.fspath(path)!r} already exists (pass --force / force=True to overwrite it)")
+        raise FileExistsError(
+            f"destination {os.fspath(path)!r} already exists "
+            "(pass --force / force=True to overwrite it)"
+        )
     arrays = {k: to_numpy(v) for k, v in params.items()}
     if fmt == "torch":
         write_torch_file(path, arrays)
     elif fmt == "safetensors":
         write_safetensors(path, arrays)
     elif config is None:
-        raise StateDictError(f"an orbax checkpoint records the configuration: pass config to write {os.fspath(path)!r}")
+        raise StateDictError(
+            "an orbax checkpoint records the configuration: pass config to write "
+            f"{os.fspath(path)!r}"
+        )
     else:
         write_orbax(path, arrays, config, force=force)
     return fmt
@@ -387,7 +420,9 @@ def write_state_dict(
 _MAX_DEPTH = 200
 
 
-def _flatten(obj: Any, path: str, out: dict[str, Any], containers: list[str], origin: str, above: set[int]) -> None:
+def _flatten(
+    obj: Any, path: str, out: dict[str, Any], containers: list[str], origin: str, above: set[int]
+) -> None:
     """Collects the tensors of a nested checkpoint under `.`-joined keys.
 
     `above` holds the containers on the way down (a container inside itself is skipped; one
@@ -399,7 +434,9 @@ def _flatten(obj: Any, path: str, out: dict[str, Any], containers: list[str], or
     if id(obj) in above:
         return
     if len(above) > _MAX_DEPTH:
-        raise StateDictError(f"{origin} nests containers deeper than {_MAX_DEPTH} levels (at {path[:200]!r})")
+        raise StateDictError(
+            f"{origin} nests containers deeper than {_MAX_DEPTH} levels (at {path[:200]!r})"
+        )
     module_class = pickled_module_class(obj)
     if module_class:
         at = f" under the key {path!r}" if path else ""
@@ -427,13 +464,16 @@ def _flatten(obj: Any, path: str, out: dict[str, Any], containers: list[str], or
 def _from_tree(obj: Any, origin: str) -> Checkpoint:
     if _is_tensor(obj):
         raise StateDictError(
-            f"{origin} holds a single tensor of shape {tuple(obj.shape)}, expected a state_dict (a dict of tensors)"
+            f"{origin} holds a single tensor of shape {tuple(obj.shape)}, expected a state_dict "
+            "(a dict of tensors)"
         )
     tensors: dict[str, Any] = {}
     containers: list[str] = []
     _flatten(obj, "", tensors, containers, origin, set())
     if not containers and not tensors:
-        raise StateDictError(f"{origin} holds a {type(obj).__name__}, expected a state_dict (a dict of tensors)")
+        raise StateDictError(
+            f"{origin} holds a {type(obj).__name__}, expected a state_dict (a dict of tensors)"
+        )
     return Checkpoint(tensors, {}, origin, containers)
 
 
@@ -479,12 +519,18 @@ def _from_jaxlstm_module(model: Any) -> Checkpoint:
 def _read_torch_path(path: str) -> Checkpoint:
     torch_file = read_torch_file(path)
     if torch_file.kind != "torchscript":
-        kind = "torch checkpoint" if torch_file.kind == "checkpoint" else "torch checkpoint (legacy format)"
+        kind = (
+            "torch checkpoint"
+            if torch_file.kind == "checkpoint"
+            else "torch checkpoint (legacy format)"
+        )
         return _from_tree(torch_file.obj, f"{kind} {path!r}")
     tensors, modules = {}, {}
     for record in script_modules(torch_file):
         tensors |= {record.prefix + k: v for k, v in record.tensors.items()}
-        arguments = {k: record.constants[k] for k in ("batch_first", "dropout") if k in record.constants}
+        arguments = {
+            k: record.constants[k] for k in ("batch_first", "dropout") if k in record.constants
+        }
         if not arguments and record.type_name == "LSTM":
             arguments = traced_lstm_arguments(record.code)
         if "dropout" in arguments:
@@ -510,7 +556,9 @@ def _read_path(path: str) -> Checkpoint:
     modules = {}
     if isinstance(record, Mapping) and record.get("format") in _CONFIG_FORMATS:
         kind = "LSTM" if record["format"] == "jaxlstm.LSTMConfig" else "LSTMCell"
-        arguments = {k: record[k] for k in ("batch_first", "dropout") if k in record and kind == "LSTM"}
+        arguments = {
+            k: record[k] for k in ("batch_first", "dropout") if k in record and kind == "LSTM"
+        }
         modules[""] = ModuleInfo(kind, **arguments)
     return Checkpoint(tensors, modules, f"orbax checkpoint {path!r}", [""])
 
@@ -540,7 +588,9 @@ def read_checkpoint(source: Any) -> Checkpoint:
         return _from_jaxlstm_module(source)
     if isinstance(source, Mapping):
         return _from_tree(source, "the state_dict")
-    if callable(getattr(source, "named_modules", None)) and callable(getattr(source, "state_dict", None)):
+    if callable(getattr(source, "named_modules", None)) and callable(
+        getattr(source, "state_dict", None)
+    ):
         return _from_torch_module(source)
     raise TypeError(
         "source must be a state_dict (a mapping of tensors, possibly nested in a checkpoint "
@@ -572,7 +622,9 @@ def read_state_dict(source: Any, *, prefix: str = "") -> dict[str, np.ndarray]:
     checkpoint = read_checkpoint(source)
     found = {k[len(prefix) :]: v for k, v in checkpoint.tensors.items() if k.startswith(prefix)}
     if prefix and not found:
-        raise StateDictError(f"{checkpoint.origin} has no tensor under prefix={prefix!r}{_keys_hint(checkpoint)}")
+        raise StateDictError(
+            f"{checkpoint.origin} has no tensor under prefix={prefix!r}{_keys_hint(checkpoint)}"
+        )
     return {k: to_numpy(v) for k, v in found.items()}
 
 
@@ -587,10 +639,16 @@ class _Candidate(NamedTuple):
 
 def _own_entries(tensors: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     """The tensors directly under `prefix` (not those of its submodules)."""
-    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix) and "." not in k[len(prefix) :]}
+    return {
+        k[len(prefix) :]: v
+        for k, v in tensors.items()
+        if k.startswith(prefix) and "." not in k[len(prefix) :]
+    }
 
 
-def _infer(own: Mapping[str, Any], cell: bool, info: ModuleInfo | None) -> LSTMConfig | LSTMCellConfig:
+def _infer(
+    own: Mapping[str, Any], cell: bool, info: ModuleInfo | None
+) -> LSTMConfig | LSTMCellConfig:
     """The configuration the weights give, with the flags a module recorded; ValueError else."""
     if cell:
         config: LSTMConfig | LSTMCellConfig = LSTMCellConfig.from_state_dict(own)
@@ -609,7 +667,11 @@ def _infer(own: Mapping[str, Any], cell: bool, info: ModuleInfo | None) -> LSTMC
         for k, shape in expected.items()
         if k in own and tuple(own[k].shape) != shape
     ]
-    problems += [f"{k} has dtype {_dtype_name(own[k])}" for k in expected if k in own and _dtype_name(own[k]) not in _FLOAT_DTYPES]
+    problems += [
+        f"{k} has dtype {_dtype_name(own[k])}"
+        for k in expected
+        if k in own and _dtype_name(own[k]) not in _FLOAT_DTYPES
+    ]
     if problems:
         raise ValueError(", ".join(problems))
     return config
@@ -652,8 +714,8 @@ def find_lstms(source: Any) -> dict[str, LSTMConfig | LSTMCellConfig]:
 
     Example:
         >>> sd = {"enc.weight_ih_l0": np.zeros((8, 3)), "enc.weight_hh_l0": np.zeros((8, 2))}
-        >>> find_lstms({"model": sd})
-        {'model.enc.': LSTMConfig(input_size=3, hidden_size=2, num_layers=1, bias=False, batch_first=False, dropout=0.0, bidirectional=False, proj_size=0)}
+        >>> {p: c.hidden_size for p, c in find_lstms({"model": sd}).items()}
+        {'model.enc.': 2}
     """
     checkpoint = read_checkpoint(source)
     return {c.prefix: c.config for c in _candidates(checkpoint) if c.config is not None}
@@ -667,18 +729,24 @@ def _keys_hint(checkpoint: Checkpoint, most: int = 6) -> str:
     keys = list(checkpoint.tensors)
     shown = ", ".join(repr(k) for k in keys[:most]) + (", ..." if len(keys) > most else "")
     nested = [c for c in checkpoint.containers if c]
-    searched = f"; nested dicts searched: {', '.join(repr(c) for c in nested[:most])}" if nested else ""
+    searched = (
+        f"; nested dicts searched: {', '.join(repr(c) for c in nested[:most])}" if nested else ""
+    )
     if len(nested) > most:
         searched += f", ... ({len(nested)} in all)"
     return f" (it holds {len(keys)} tensors{': ' + shown if keys else ''}{searched})"
 
 
-def _no_lstm_message(checkpoint: Checkpoint, candidates: list[_Candidate], prefix: str | None) -> str:
+def _no_lstm_message(
+    checkpoint: Checkpoint, candidates: list[_Candidate], prefix: str | None
+) -> str:
     where = "" if prefix is None else f" under prefix={prefix!r}"
     message = f"{checkpoint.origin} holds no nn.LSTM or nn.LSTMCell weights{where}"
     broken = [c for c in candidates if c.config is None and (prefix is None or c.prefix == prefix)]
     if broken:
-        message += "; keys that look like one but are not: " + "; ".join(f"{c.prefix!r}: {c.problem}" for c in broken)
+        message += "; keys that look like one but are not: " + "; ".join(
+            f"{c.prefix!r}: {c.problem}" for c in broken
+        )
     return message + _prefix_hint(checkpoint, prefix)
 
 
@@ -704,7 +772,8 @@ def read_lstm(source: Any, *, prefix: str | None = None) -> LSTMWeights:
     if prefix is None:
         if len(valid) > 1:
             raise StateDictError(
-                f"{checkpoint.origin} holds {len(valid)} LSTMs and LSTM cells; pass prefix= one of: "
+                f"{checkpoint.origin} holds {len(valid)} LSTMs and LSTM cells; "
+                "pass prefix= one of: "
                 f"{_describe_found(valid)}"
             )
         chosen = valid
@@ -713,7 +782,9 @@ def read_lstm(source: Any, *, prefix: str | None = None) -> LSTMWeights:
     if not chosen:
         raise StateDictError(_no_lstm_message(checkpoint, candidates, prefix))
     (found,) = chosen[:1]
-    params = {k: to_numpy(checkpoint.tensors[found.prefix + k]) for k in found.config.param_shapes()}
+    params = {
+        k: to_numpy(checkpoint.tensors[found.prefix + k]) for k in found.config.param_shapes()
+    }
     info = checkpoint.modules.get(found.prefix)
     return LSTMWeights(found.prefix, found.config, params, info.training if info else None)
 
@@ -721,7 +792,9 @@ def read_lstm(source: Any, *, prefix: str | None = None) -> LSTMWeights:
 # ----------------------------------------------------------------------------- matching
 
 
-def _prefix_hint(checkpoint: Checkpoint, prefix: str | None, expected: Mapping[str, Any] | None = None) -> str:
+def _prefix_hint(
+    checkpoint: Checkpoint, prefix: str | None, expected: Mapping[str, Any] | None = None
+) -> str:
     """Where the weights are, when not under `prefix`, for an error message.
 
     Names every prefix holding all the `expected` keys, else every LSTM of the source with
@@ -732,12 +805,22 @@ def _prefix_hint(checkpoint: Checkpoint, prefix: str | None, expected: Mapping[s
     if expected:
         first = next(iter(expected))
         heads = {key[: -len(first)] for key in tensors if key.endswith(first)}
-        found = sorted(h for h in heads if (not h or h.endswith(".")) and h != prefix and all(h + k in tensors for k in expected))
+        found = sorted(
+            h
+            for h in heads
+            if (not h or h.endswith("."))
+            and h != prefix
+            and all(h + k in tensors for k in expected)
+        )
         if len(found) == 1:
-            return f" (the keys carry the prefix {found[0]!r}, not prefix={prefix!r}: pass prefix={found[0]!r})"
+            other = found[0]
+            return f" (the keys carry the prefix {other!r}, not {prefix!r}: pass prefix={other!r})"
         if found:
             listed = ", ".join(repr(c) for c in found)
-            return f" (the keys are under several prefixes, not prefix={prefix!r}: pass prefix= one of {listed})"
+            return (
+                f" (the keys are under several prefixes, not prefix={prefix!r}: "
+                f"pass prefix= one of {listed})"
+            )
     valid = [c for c in _candidates(checkpoint) if c.config is not None and c.prefix != prefix]
     if valid:
         return f"; the source holds LSTMs under other prefixes: {_describe_found(valid)}"
@@ -780,7 +863,11 @@ def match_state_dict(
         for k, shape in expected.items()
         if k in found and tuple(found[k].shape) != tuple(shape)
     ]
-    bad += [f"{prefix + k}: dtype {_dtype_name(found[k])} is not floating point" for k in expected if k in found and _dtype_name(found[k]) not in _FLOAT_DTYPES]
+    bad += [
+        f"{prefix + k}: dtype {_dtype_name(found[k])} is not floating point"
+        for k in expected
+        if k in found and _dtype_name(found[k]) not in _FLOAT_DTYPES
+    ]
     problems = []
     if strict and missing:
         problems.append("missing keys " + str([prefix + k for k in missing]))

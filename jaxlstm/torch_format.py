@@ -165,14 +165,17 @@ def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_: Any) 
     size, stride = tuple(size), tuple(stride)
     ints = (offset, *size, *stride)
     if len(size) != len(stride) or not all(isinstance(v, int) and v >= 0 for v in ints):
-        raise TorchFormatError(f"a tensor has an invalid layout: offset {offset}, size {size}, stride {stride}")
+        raise TorchFormatError(
+            f"a tensor has an invalid layout: offset {offset}, size {size}, stride {stride}"
+        )
     data = storage.data
     if 0 in size:
         return np.zeros(size, data.dtype)
     last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
     if last >= data.size:
         raise TorchFormatError(
-            f"a tensor of size {size} and stride {stride} at offset {offset} reaches element {last} "
+            f"a tensor of size {size} and stride {stride} at offset {offset} reaches element "
+            f"{last} "
             f"of a storage of {data.size} elements (the file is damaged)"
         )
     view = np.lib.stride_tricks.as_strided(
@@ -181,13 +184,19 @@ def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_: Any) 
     return np.array(view)  # a copy: tensors sharing a storage stay independent
 
 
-def _rebuild_tensor_v3(storage: Any, offset: Any, size: Any, stride: Any, _grad: Any, _hooks: Any, dtype: Any, *_: Any) -> np.ndarray:
+def _rebuild_tensor_v3(
+    storage: Any, offset: Any, size: Any, stride: Any, _grad: Any, _hooks: Any, dtype: Any, *_: Any
+) -> np.ndarray:
     """`torch._utils._rebuild_tensor_v3`: an untyped storage viewed as `dtype`."""
     name = getattr(dtype, "qualname", None)
     if name not in _TORCH_DTYPES or not isinstance(storage, _Storage):
-        raise TorchFormatError(f"a tensor has dtype torch.{name}, which this reader does not support")
+        raise TorchFormatError(
+            f"a tensor has dtype torch.{name}, which this reader does not support"
+        )
     raw = storage.data.view(np.uint8)
-    typed = _Storage(raw[: raw.size - raw.size % _TORCH_DTYPES[name].itemsize].view(_TORCH_DTYPES[name]))
+    typed = _Storage(
+        raw[: raw.size - raw.size % _TORCH_DTYPES[name].itemsize].view(_TORCH_DTYPES[name])
+    )
     return _rebuild_tensor(typed, offset, size, stride)
 
 
@@ -253,11 +262,15 @@ class _Unpickler(pickle.Unpickler):
         storage_type, key, numel = pid[1], str(pid[2]), pid[4]
         dtype = _STORAGE_DTYPES.get(getattr(storage_type, "qualname", None))
         if dtype is None or not isinstance(numel, int):
-            raise TorchFormatError(f"storage {key!r} has type {storage_type!r}, which this reader does not support")
+            raise TorchFormatError(
+                f"storage {key!r} has type {storage_type!r}, which this reader does not support"
+            )
         if key not in self._storages:
             data = self._storage(key, dtype, numel)
             if data.size != numel:
-                raise TorchFormatError(f"storage {key!r} holds {data.size} elements, the file says {numel}")
+                raise TorchFormatError(
+                    f"storage {key!r} holds {data.size} elements, the file says {numel}"
+                )
             self._storages[key] = _Storage(data)
         return self._storages[key]
 
@@ -294,14 +307,17 @@ def describe_bytes(head: bytes, size: int) -> str:
     if head.startswith(b"PK"):
         return f"is a zip archive ({size} bytes) that is truncated or damaged"
     if len(head) > 262 and head[257:262] == b"ustar":
-        return "is a tar archive (torch's pre-0.4 checkpoint format, which this reader does not support)"
+        return "is a tar archive (torch's pre-0.4 format, which this reader does not support)"
     try:
         text = head[:64].decode("utf-8")
     except UnicodeDecodeError:
         text = ""
     if text and all(c.isprintable() or c in "\r\n\t" for c in text):
         return f"is a text file ({size} bytes) starting with {text[:40]!r}"
-    return f"is not a torch checkpoint ({size} bytes of unrecognised content starting with {head[:12]!r})"
+    return (
+        f"is not a torch checkpoint ({size} bytes of unrecognised content starting with "
+        f"{head[:12]!r})"
+    )
 
 
 def read_torch_file(path: str | os.PathLike) -> TorchFile:
@@ -331,11 +347,20 @@ def read_torch_file(path: str | os.PathLike) -> TorchFile:
                 return _read_legacy(f)
     except TorchFormatError as e:
         raise TorchFormatError(f"{where} is not a readable torch checkpoint: {e}") from None
-    except (zipfile.BadZipFile, EOFError, zlib.error, pickle.UnpicklingError, struct.error, OSError) as e:
+    except (
+        zipfile.BadZipFile,
+        EOFError,
+        zlib.error,
+        pickle.UnpicklingError,
+        struct.error,
+        OSError,
+    ) as e:
         if isinstance(e, FileNotFoundError):
             raise
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise TorchFormatError(f"{where} is a damaged or truncated torch checkpoint ({detail})") from None
+        raise TorchFormatError(
+            f"{where} is a damaged or truncated torch checkpoint ({detail})"
+        ) from None
     what = describe_bytes(head, size)
     if head.startswith(b"\x80"):
         what = f"is a Python pickle ({size} bytes) but not a torch checkpoint"
@@ -355,11 +380,14 @@ def _is_legacy(head: bytes) -> bool:
 
 def _archive_prefix(names: list[str]) -> str:
     """`<name>/`: the directory of the zip that holds `data.pkl`."""
-    prefixes = sorted({n[: -len("data.pkl")] for n in names if n.endswith("data.pkl") and n.count("/") == 1})
+    prefixes = sorted(
+        {n[: -len("data.pkl")] for n in names if n.endswith("data.pkl") and n.count("/") == 1}
+    )
     if len(prefixes) != 1:
         shown = names[:6]
         raise TorchFormatError(
-            f"it is a zip archive but not a torch checkpoint: expected one '<name>/data.pkl', found "
+            "it is a zip archive but not a torch checkpoint: expected one '<name>/data.pkl', "
+            "found "
             f"entries {shown}{' ...' if len(names) > 6 else ''}"
         )
     return prefixes[0]
@@ -378,7 +406,9 @@ def _read_zip(path: str) -> TorchFile:
             return _typed(archive.read(record), dtype, numel, big)
 
         obj = _unpickle(archive.read(prefix + "data.pkl"), storage)
-        scripted = prefix + "constants.pkl" in names or any(n.startswith(prefix + "code/") for n in names)
+        scripted = prefix + "constants.pkl" in names or any(
+            n.startswith(prefix + "code/") for n in names
+        )
         code = {}
         if scripted:
             for name in names:
@@ -391,7 +421,9 @@ def _read_zip(path: str) -> TorchFile:
 def _typed(raw: bytes, dtype: np.dtype, numel: int, big_endian: bool) -> np.ndarray:
     """The elements of a storage record; too few bytes is an error."""
     if len(raw) < numel * dtype.itemsize:
-        raise TorchFormatError(f"a storage record holds {len(raw)} bytes, {numel * dtype.itemsize} expected")
+        raise TorchFormatError(
+            f"a storage record holds {len(raw)} bytes, {numel * dtype.itemsize} expected"
+        )
     data = np.frombuffer(raw, np.uint8, numel * dtype.itemsize)
     if big_endian and dtype.itemsize > 1:
         data = data.view(f">u{dtype.itemsize}").astype(f"<u{dtype.itemsize}").view(np.uint8)
@@ -402,7 +434,9 @@ def _read_legacy(f: Any) -> TorchFile:
     """The legacy format: the data pickle is read twice, once to find the storages after it."""
     no_storages = lambda key, dtype, numel: np.zeros(numel, dtype)  # noqa: E731
     if _unpickle(f, no_storages) != _LEGACY_MAGIC or _unpickle(f, no_storages) != _LEGACY_PROTOCOL:
-        raise TorchFormatError("it has the legacy format's magic number but a wrong protocol version")
+        raise TorchFormatError(
+            "it has the legacy format's magic number but a wrong protocol version"
+        )
     sys_info = _unpickle(f, no_storages)
     big = isinstance(sys_info, dict) and sys_info.get("little_endian") is False
     start = f.tell()
@@ -487,7 +521,9 @@ def _declared_list(source: str, attribute: str) -> list[str] | None:
 def _final_constants(source: str) -> dict[str, Any]:
     """`name : Final[type] = literal` declarations of a scripted class."""
     constants = {}
-    for name, literal in re.findall(r"^\s+(\w+) : Final\[[\w\[\], ]+\] = (.+?)\s*$", source, flags=re.M):
+    for name, literal in re.findall(
+        r"^\s+(\w+) : Final\[[\w\[\], ]+\] = (.+?)\s*$", source, flags=re.M
+    ):
         try:
             constants[name] = ast.literal_eval(literal)
         except (ValueError, SyntaxError):
@@ -511,14 +547,19 @@ def script_modules(torch_file: TorchFile) -> Iterator[ModuleRecord]:
         seen.add(id(obj))
         state = obj.state
         source = _class_source(torch_file.code, obj.module, obj.qualname)
-        declared = (_declared_list(source, "__parameters__") or []) + (_declared_list(source, "__buffers__") or [])
+        declared = (_declared_list(source, "__parameters__") or []) + (
+            _declared_list(source, "__buffers__") or []
+        )
         tensors = {
             k: v
             for k, v in state.items()
-            if isinstance(v, np.ndarray) and (k in declared if source else not str(k).startswith("_"))
+            if isinstance(v, np.ndarray)
+            and (k in declared if source else not str(k).startswith("_"))
         }
         training = state.get("training") if isinstance(state.get("training"), bool) else None
-        yield ModuleRecord(prefix, obj.qualname, training, tensors, _final_constants(source), source)
+        yield ModuleRecord(
+            prefix, obj.qualname, training, tensors, _final_constants(source), source
+        )
         children = [(f"{prefix}{k}.", v) for k, v in state.items() if _is_script_module(v)]
         stack.extend(reversed(children))
 
@@ -579,7 +620,9 @@ def traced_lstm_arguments(code: str) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- writing
 
-_STORAGE_NAMES = {dtype: name for name, dtype in _STORAGE_DTYPES.items() if name != "UntypedStorage"}
+_STORAGE_NAMES = {
+    dtype: name for name, dtype in _STORAGE_DTYPES.items() if name != "UntypedStorage"
+}
 
 
 def _p_int(value: int) -> bytes:
@@ -606,7 +649,13 @@ def _tensor_pickle(key: str, array: np.ndarray) -> bytes:
     """The opcodes of `_rebuild_tensor_v2(storage key, 0, shape, contiguous strides, ...)`."""
     strides = [s // array.itemsize for s in array.strides] if array.size else [1] * array.ndim
     storage = _p_tuple(
-        [_p_str("storage"), _p_global("torch", _STORAGE_NAMES[array.dtype]), _p_str(key), _p_str("cpu"), _p_int(array.size)]
+        [
+            _p_str("storage"),
+            _p_global("torch", _STORAGE_NAMES[array.dtype]),
+            _p_str(key),
+            _p_str("cpu"),
+            _p_int(array.size),
+        ]
     )
     hooks = _p_global("collections", "OrderedDict") + b")R"
     arguments = [storage + b"Q", _p_int(0), _p_tuple([_p_int(n) for n in array.shape])]
@@ -631,7 +680,9 @@ def write_torch_file(path: str | os.PathLike, tensors: Mapping[str, Any]) -> Non
     bad = {k: str(a.dtype) for k, a in arrays.items() if a.dtype not in _STORAGE_NAMES}
     if bad:
         raise TypeError(f"tensors must have a dtype torch can store, got {bad}")
-    body = b"".join(_p_str(name) + _tensor_pickle(str(i), a) for i, (name, a) in enumerate(arrays.items()))
+    body = b"".join(
+        _p_str(name) + _tensor_pickle(str(i), a) for i, (name, a) in enumerate(arrays.items())
+    )
     data = b"\x80\x02" + _p_global("collections", "OrderedDict") + b")R(" + body + b"u."
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
         archive.writestr("archive/data.pkl", data)

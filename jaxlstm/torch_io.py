@@ -69,7 +69,8 @@ def _configured(weights: LSTMWeights, overrides: Mapping[str, Any]) -> tuple[Any
     flags = {k: overrides[k] for k in ("batch_first", "dropout") if k in overrides}
     if flags and isinstance(config, LSTMCellConfig):
         raise ValueError(
-            f"{', '.join(flags)} apply to an nn.LSTM, but the weights under prefix {weights.prefix!r} "
+            f"{', '.join(flags)} apply to an nn.LSTM, but the weights under prefix "
+            f"{weights.prefix!r} "
             "are an nn.LSTMCell's"
         )
     if flags:
@@ -77,12 +78,16 @@ def _configured(weights: LSTMWeights, overrides: Mapping[str, Any]) -> tuple[Any
     if "param_dtype" in overrides:
         dtype = np.dtype(jnp.dtype(overrides["param_dtype"]))
         if not jnp.issubdtype(dtype, jnp.floating):
-            raise TypeError(f"param_dtype must be a floating-point dtype such as jnp.float32, got {dtype}")
+            raise TypeError(
+                f"param_dtype must be a floating-point dtype such as jnp.float32, got {dtype}"
+            )
         params = {k: v.astype(dtype) for k, v in params.items()}
     return config, params
 
 
-def from_torch(source: Any, *, prefix: str | None = None, rngs: Any = None, **overrides: Any) -> Any:
+def from_torch(
+    source: Any, *, prefix: str | None = None, rngs: Any = None, **overrides: Any
+) -> Any:
     """A `jaxlstm.LSTM` or `jaxlstm.LSTMCell` holding the weights of a torch LSTM.
 
     The configuration is inferred from the weights; for a module source (torch or
@@ -113,7 +118,7 @@ def from_torch(source: Any, *, prefix: str | None = None, rngs: Any = None, **ov
 
     Example:
         >>> lstm = from_torch(torch.nn.LSTM(3, 5, num_layers=2))  # doctest: +SKIP
-        >>> lstm = from_torch("checkpoint.pt", prefix="model_state.lstm.", batch_first=True)  # doctest: +SKIP
+        >>> lstm = from_torch("ckpt.pt", prefix="model.lstm.", batch_first=True)  # doctest: +SKIP
     """
     weights = read_lstm(source, prefix=prefix)
     config, params = _configured(weights, overrides)
@@ -125,7 +130,9 @@ def from_torch(source: Any, *, prefix: str | None = None, rngs: Any = None, **ov
     return model
 
 
-def load_torch_state_dict(model: Any, source: Any, *, prefix: str = "", strict: bool = True) -> LoadResult:
+def load_torch_state_dict(
+    model: Any, source: Any, *, prefix: str = "", strict: bool = True
+) -> LoadResult:
     """Loads torch weights into a `jaxlstm.LSTM` or `jaxlstm.LSTMCell`, in place.
 
     Either every value is loaded or, on an error, none is.
@@ -152,7 +159,9 @@ def load_torch_state_dict(model: Any, source: Any, *, prefix: str = "", strict: 
         >>> load_torch_state_dict(lstm, "classifier.pt", prefix="lstm.")  # doctest: +SKIP
     """
     if not isinstance(model, (jnnx.LSTM, jnnx.LSTMCell)):
-        raise TypeError(f"model must be a jaxlstm.LSTM or jaxlstm.LSTMCell, got {type(model).__name__}")
+        raise TypeError(
+            f"model must be a jaxlstm.LSTM or jaxlstm.LSTMCell, got {type(model).__name__}"
+        )
     values, result = match_state_dict(source, model.param_shapes(), prefix=prefix, strict=strict)
     model.set_params(values)
     return result
@@ -167,8 +176,12 @@ def torch_state_dict(model: Any) -> dict[str, np.ndarray]:
         TypeError: `model` is not a jaxlstm module.
     """
     if not isinstance(model, (jnnx.LSTM, jnnx.LSTMCell)):
-        raise TypeError(f"model must be a jaxlstm.LSTM or jaxlstm.LSTMCell, got {type(model).__name__}")
-    return {k: np.array(v) for k, v in model.params.items()}  # copies: writable, as torch.from_numpy wants
+        raise TypeError(
+            f"model must be a jaxlstm.LSTM or jaxlstm.LSTMCell, got {type(model).__name__}"
+        )
+    return {
+        k: np.array(v) for k, v in model.params.items()
+    }  # copies: writable, as torch.from_numpy wants
 
 
 # ----------------------------------------------------------------------------- flax.linen
@@ -183,8 +196,9 @@ def _split_variables(variables: Any) -> tuple[dict[str, Any], bool]:
     bad = [k for k, v in params.items() if not hasattr(v, "shape")]
     if bad or not ("weight_ih_l0" in params or "weight_ih" in params):
         raise ValueError(
-            "variables must hold jaxlstm.linen parameters under torch names (e.g. 'weight_ih_l0' or "
-            f"'weight_ih'), as `{{'params': {{...}}}}` or the params dict itself; got keys {sorted(params)[:6]}"
+            "variables must hold jaxlstm.linen parameters under torch names (e.g. 'weight_ih_l0' "
+            "or 'weight_ih'), as `{'params': {...}}` or the params dict itself; got keys "
+            f"{sorted(params)[:6]}"
         )
     return params, wrapped
 
@@ -217,13 +231,16 @@ def linen_load_torch_state_dict(
         FileNotFoundError: the path does not exist.
 
     Example:
-        >>> variables = jaxlstm.linen.LSTM(10).init(jax.random.key(0), jnp.zeros((5, 2, 3)))  # doctest: +SKIP
+        >>> model = jaxlstm.linen.LSTM(10)  # doctest: +SKIP
+        >>> variables = model.init(jax.random.key(0), jnp.zeros((5, 2, 3)))  # doctest: +SKIP
         >>> variables, _ = linen_load_torch_state_dict(variables, torch_lstm)  # doctest: +SKIP
     """
     params, wrapped = _split_variables(variables)
     shapes = {k: tuple(v.shape) for k, v in params.items()}
     values, result = match_state_dict(source, shapes, prefix=prefix, strict=strict)
-    new_params = {k: jnp.asarray(values[k], dtype=v.dtype) if k in values else v for k, v in params.items()}
+    new_params = {
+        k: jnp.asarray(values[k], dtype=v.dtype) if k in values else v for k, v in params.items()
+    }
     if not wrapped:
         return new_params, result
     return {**variables, "params": new_params}, result
@@ -245,10 +262,14 @@ def linen_torch_state_dict(variables: Mapping[str, Any]) -> dict[str, np.ndarray
         weights = read_lstm(params, prefix="")
     except StateDictError as e:
         raise ValueError(f"variables do not hold one consistent LSTM or LSTM cell: {e}") from None
-    return {k: np.array(v) for k, v in weights.params.items()}  # writable copies, as torch.from_numpy wants
+    return {
+        k: np.array(v) for k, v in weights.params.items()
+    }  # writable copies, as torch.from_numpy wants
 
 
-def linen_from_torch(source: Any, *, prefix: str | None = None, **overrides: Any) -> tuple[Any, dict[str, Any]]:
+def linen_from_torch(
+    source: Any, *, prefix: str | None = None, **overrides: Any
+) -> tuple[Any, dict[str, Any]]:
     """`jaxlstm.linen.from_torch`: a `jaxlstm.linen` module and its variables from torch weights.
 
     The linen counterpart of `from_torch`, with the same sources, prefix, overrides and
