@@ -130,28 +130,33 @@ def test_gru_weights_are_not_taken_for_an_lstm():
     assert find_lstms(sd) == {}
 
 
-def test_hint_is_the_same_whatever_the_hash_seed():
-    """Candidates are sorted: the message never depends on PYTHONHASHSEED (set order)."""
+def test_hint_does_not_depend_on_the_hash_seed_and_files_read_without_torch(tmp_path):
+    """Candidates are sorted: the message never depends on PYTHONHASHSEED (set order). The same
+    processes write and read a torch file and never import torch."""
     code = (
-        "import numpy as np\n"
-        "from jaxlstm.state_dict import match_state_dict\n"
+        "import sys, numpy as np\n"
+        "from jaxlstm.state_dict import find_lstms, match_state_dict, write_state_dict\n"
         "w = {p + k: np.zeros(s, np.float32) for p in ('z.', 'a.', 'm.', 'q.')\n"
         "     for k, s in {'weight_ih_l0': (8, 1), 'weight_hh_l0': (8, 2)}.items()}\n"
+        "write_state_dict(sys.argv[1], w, force=True)\n"
+        "print(list(find_lstms(sys.argv[1])), 'torch' in sys.modules)\n"
         "try:\n    match_state_dict(w, {'weight_ih_l0': (8, 1), 'weight_hh_l0': (8, 2)})\n"
         "except ValueError as e:\n    print(e)\n"
     )
+    env = {"JAX_PLATFORMS": "cpu"}
     outputs = [
         subprocess.run(
-            [sys.executable, "-c", code],
+            [sys.executable, "-c", code, str(tmp_path / "w.pt")],
             capture_output=True,
             text=True,
             check=True,
             cwd=ROOT,
-            env=subprocess_env(PYTHONHASHSEED=seed, JAX_PLATFORMS="cpu"),
+            env=subprocess_env(PYTHONHASHSEED=seed, **env),
         ).stdout
         for seed in ("1", "2")
     ]
     assert outputs[0] == outputs[1]
+    assert outputs[0].startswith("['a.', 'm.', 'q.', 'z.'] False\n"), outputs[0]
     assert "pass prefix= one of 'a.', 'm.', 'q.', 'z.'" in outputs[0], outputs[0]
 
 

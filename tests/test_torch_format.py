@@ -11,6 +11,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+import jaxlstm
+from jaxlstm.config import LSTMConfig
 from jaxlstm.torch_format import (
     Placeholder,
     TorchFormatError,
@@ -198,6 +200,9 @@ def test_objects_of_unimportable_classes_become_placeholders_and_nothing_runs(tm
     np.testing.assert_array_equal(obj["bag"].items["a"], np.ones(2, np.float32))
     assert obj["evil"].name() == "posix.mkdir" or obj["evil"].qualname == "mkdir"
     assert list(obj["state_dict"]) == ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"]
+    # Through the readers: the LSTM is found, the placeholder's tensors are still read.
+    assert jaxlstm.find_lstms(path) == {"state_dict.": LSTMConfig(3, 4)}
+    assert set(jaxlstm.read_state_dict(path)) >= {"bag.a", "state_dict.weight_ih_l0"}
 
 
 def test_pickled_module_is_recognised(tmp_path):
