@@ -496,7 +496,7 @@ def _lstm_arguments(module: Any) -> dict[str, Any]:
 
 
 def _from_torch_module(module: Any) -> Checkpoint:
-    tensors = dict(module.state_dict())
+    tensors = {k: v for k, v in module.state_dict().items() if _is_tensor(v)}  # not _extra_state
     modules = {}
     for name, sub in module.named_modules():
         type_name = getattr(sub, "original_name", None) or type(sub).__name__

@@ -6,6 +6,8 @@ included) or a model holding LSTMs, a `state_dict` or a checkpoint dict nesting 
 path (`.pt .pth .bin .ckpt .jit`, `.safetensors`, an orbax directory). Reading never runs
 code from a file and never needs torch; torch is needed only to pass torch objects.
 
+`read_state_dict` and `to_numpy` are re-exported here from `jaxlstm.state_dict`, their home.
+
 Modes: a module ported from a torch or TorchScript module is in eval mode exactly when the
 torch LSTM was (`training` False); one ported from weights alone (a state_dict, a checkpoint
 file, `.safetensors`, orbax) is in eval mode, dropout off, as a ported checkpoint is mostly
@@ -76,10 +78,14 @@ def _configured(weights: LSTMWeights, overrides: Mapping[str, Any]) -> tuple[Any
     if flags:
         config = dataclasses.replace(config, **flags)
     if "param_dtype" in overrides:
-        dtype = np.dtype(jnp.dtype(overrides["param_dtype"]))
-        if not jnp.issubdtype(dtype, jnp.floating):
+        try:
+            dtype = np.dtype(jnp.dtype(overrides["param_dtype"]))
+        except TypeError:
+            dtype = None
+        if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
             raise TypeError(
-                f"param_dtype must be a floating-point dtype such as jnp.float32, got {dtype}"
+                "param_dtype must be a floating-point dtype such as jnp.float32, got "
+                f"{overrides['param_dtype']!r}"
             )
         params = {k: v.astype(dtype) for k, v in params.items()}
     return config, params

@@ -234,6 +234,29 @@ def test_errors_name_what_is_wrong(saved):
         lambda: jaxlstm.from_torch(net.lstm, param_dtype=jnp.int32),
         "param_dtype must be a floating",
     )
+    expect(TypeError, lambda: jaxlstm.from_torch(net.lstm, param_dtype="nope"), "'nope'")
+
+
+class _WithExtraState(torch.nn.Module):
+    """A model whose state_dict holds a buffer and a non-tensor `_extra_state` entry."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = torch.nn.LSTM(2, 3)
+        self.register_buffer("steps", torch.zeros((), dtype=torch.int64))
+
+    def get_extra_state(self):
+        return {"vocabulary": ["a", "b"]}
+
+    def set_extra_state(self, state):
+        pass
+
+
+def test_module_with_buffers_and_extra_state():
+    module = _WithExtraState()
+    assert "_extra_state" in module.state_dict()
+    assert jaxlstm.find_lstms(module) == {"rnn.": LSTMConfig(2, 3)}
+    assert jaxlstm.from_torch(module).config == LSTMConfig(2, 3)
 
 
 def test_overrides_set_what_weights_cannot_tell(saved):
