@@ -647,16 +647,23 @@ def _own_entries(tensors: Mapping[str, Any], prefix: str) -> dict[str, Any]:
 
 
 def _infer(
-    own: Mapping[str, Any], cell: bool, info: ModuleInfo | None
+    tensors: Mapping[str, Any], prefix: str, cell: bool, info: ModuleInfo | None
 ) -> LSTMConfig | LSTMCellConfig:
-    """The configuration the weights give, with the flags a module recorded; ValueError else."""
+    """The configuration the weights under `prefix` give, with the flags a module recorded.
+
+    Raises:
+        ValueError: the weights are not exactly an LSTM's (or a cell's); the message says why.
+    """
+    own = _own_entries(tensors, prefix)
     if cell:
-        config: LSTMConfig | LSTMCellConfig = LSTMCellConfig.from_state_dict(own)
+        config: LSTMConfig | LSTMCellConfig = LSTMCellConfig.from_state_dict(tensors, prefix=prefix)
         pattern = _CELL_PARAM
     else:
         batch_first = info.batch_first if info and info.batch_first is not None else False
         dropout = info.dropout if info and info.dropout is not None else 0.0
-        config = LSTMConfig.from_state_dict(own, batch_first=batch_first, dropout=dropout)
+        config = LSTMConfig.from_state_dict(
+            tensors, prefix=prefix, batch_first=batch_first, dropout=dropout
+        )
         pattern = _LSTM_PARAM
     expected = config.param_shapes()
     names = {k for k in own if pattern.match(k)}
@@ -690,7 +697,7 @@ def _candidates(checkpoint: Checkpoint) -> list[_Candidate]:
     out = []
     for prefix, cell in sorted(found):
         try:
-            config = _infer(_own_entries(tensors, prefix), cell, checkpoint.modules.get(prefix))
+            config = _infer(tensors, prefix, cell, checkpoint.modules.get(prefix))
             out.append(_Candidate(prefix, config, ""))
         except (ValueError, TypeError) as e:
             out.append(_Candidate(prefix, None, str(e)))
