@@ -10,7 +10,7 @@ Example:
     ((2, 4, 10), (3, 2, 10))
 """
 
-from jaxlstm import checked, flax_io, haiku_io, initializers, linen
+from jaxlstm import checked, flax_io, haiku_io, initializers, linen, state_dict, torch_io
 from jaxlstm.cell import lstm_cell
 from jaxlstm.config import LSTMCellConfig, LSTMConfig
 from jaxlstm.flax_io import from_flax, to_flax
@@ -19,6 +19,7 @@ from jaxlstm.initializers import init_params
 from jaxlstm.lstm import lstm
 from jaxlstm.nnx import LSTM, LSTMCell
 from jaxlstm.options import ScanOptions
+from jaxlstm.state_dict import find_lstms, read_state_dict
 from jaxlstm.torch_io import from_torch, load_torch_state_dict, torch_state_dict
 
 __version__ = "0.1.0"
@@ -30,6 +31,7 @@ __all__ = [
     "LSTMConfig",
     "ScanOptions",
     "checked",
+    "find_lstms",
     "flax_io",
     "from_flax",
     "from_haiku",
@@ -41,7 +43,10 @@ __all__ = [
     "load_torch_state_dict",
     "lstm",
     "lstm_cell",
+    "read_state_dict",
+    "state_dict",
     "to_flax",
     "to_haiku",
+    "torch_io",
     "torch_state_dict",
 ]

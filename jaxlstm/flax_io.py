@@ -21,6 +21,7 @@ stacks layers as a plain list of modules: apply dropout between them yourself).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -28,8 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlstm.config import LSTMConfig, param_names
-from jaxlstm.torch_io import to_numpy
+from jaxlstm import nnx as jnnx
+from jaxlstm.config import LSTMCellConfig, LSTMConfig, param_names
+from jaxlstm.state_dict import read_lstm, to_numpy
 
 __all__ = [
     "cell_from_flax",
@@ -37,7 +39,6 @@ __all__ = [
     "from_flax",
     "hx_from_flax",
     "hx_to_flax",
-    "new_lstm",
     "to_flax",
 ]
 
@@ -92,7 +93,12 @@ def cell_from_flax(cell_params: Mapping[str, Any]) -> dict[str, np.ndarray]:
             f"{list(_PER_GATE_KEYS)} or ['dense_i', 'dense_h'], got keys {sorted(cell_params)}"
         )
     hidden = w_hh.shape[1]
-    if w_ih.ndim != 2 or w_ih.shape[0] != 4 * hidden or w_hh.shape != (4 * hidden, hidden) or b.shape != (4 * hidden,):
+    if (
+        w_ih.ndim != 2
+        or w_ih.shape[0] != 4 * hidden
+        or w_hh.shape != (4 * hidden, hidden)
+        or b.shape != (4 * hidden,)
+    ):
         raise ValueError(
             f"Flax LSTM cell parameters have inconsistent shapes: input kernels give "
             f"weight_ih {w_ih.shape}, hidden kernels weight_hh {w_hh.shape} and bias {b.shape}; "
@@ -102,7 +108,10 @@ def cell_from_flax(cell_params: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 
 def cell_to_flax(
-    params: Mapping[str, Any], *, layout: Literal["per_gate", "fused"] = "per_gate", nnx_names: bool = False
+    params: Mapping[str, Any],
+    *,
+    layout: Literal["per_gate", "fused"] = "per_gate",
+    nnx_names: bool = False,
 ) -> dict[str, dict[str, np.ndarray]]:
     """One cell's torch-layout parameters as a Flax LSTM cell's parameter tree.
 
@@ -131,7 +140,10 @@ def cell_to_flax(
     else:
         b = np.zeros(w_ih.shape[0], w_ih.dtype)
     if layout == "fused":
-        return {"dense_i": {"kernel": w_ih.T.copy()}, "dense_h": {"kernel": w_hh.T.copy(), "bias": b}}
+        return {
+            "dense_i": {"kernel": w_ih.T.copy()},
+            "dense_h": {"kernel": w_hh.T.copy(), "bias": b},
+        }
     if layout != "per_gate":
         raise ValueError(f"layout must be 'per_gate' or 'fused', got {layout!r}")
     w_ih_g, w_hh_g, b_g = (np.split(a, 4) for a in (w_ih, w_hh, b))
@@ -177,17 +189,24 @@ def _linen_layer(module: Any, variables: Any, where: str) -> _Layer:
     from flax.linen import recurrent
 
     if not isinstance(variables, Mapping):
-        raise TypeError(f"variables for {where} must be a dict of Flax variables, got {type(variables).__name__}")
+        raise TypeError(
+            f"variables for {where} must be a dict of Flax variables, "
+            f"got {type(variables).__name__}"
+        )
     tree = variables["params"] if "params" in variables else variables
     try:
         if isinstance(module, nn.RNN):
             if module.reverse:
-                raise ValueError(f"{where} is an nn.RNN with reverse=True: torch has no backward-only LSTM")
+                raise ValueError(
+                    f"{where} is an nn.RNN with reverse=True: torch has no backward-only LSTM"
+                )
             _check_cell(module.cell, f"{where}.cell")
             return _Layer([module.cell], [tree["cell"]], module.time_major)
         if isinstance(module, nn.Bidirectional):
             if module.merge_fn is not recurrent._concatenate:
-                raise ValueError(f"{where} merges directions with {module.merge_fn}; torch concatenates them")
+                raise ValueError(
+                    f"{where} merges directions with {module.merge_fn}; torch concatenates them"
+                )
             rnns = (module.forward_rnn, module.backward_rnn)
             for name, rnn in zip(("forward_rnn", "backward_rnn"), rnns, strict=True):
                 if not isinstance(rnn, nn.RNN):
@@ -196,8 +215,12 @@ def _linen_layer(module: Any, variables: Any, where: str) -> _Layer:
             trees = [tree["forward_rnn"]["cell"], tree["backward_rnn"]["cell"]]
             return _Layer([r.cell for r in rnns], trees, module.time_major)
     except KeyError as e:
-        raise ValueError(f"variables for {where} have no entry {e} (keys: {sorted(tree)})") from None
-    raise TypeError(f"{where} must be a flax.linen RNN or Bidirectional, got {type(module).__name__}")
+        raise ValueError(
+            f"variables for {where} have no entry {e} (keys: {sorted(tree)})"
+        ) from None
+    raise TypeError(
+        f"{where} must be a flax.linen RNN or Bidirectional, got {type(module).__name__}"
+    )
 
 
 def _nnx_layer(module: Any, where: str) -> _Layer:
@@ -209,12 +232,16 @@ def _nnx_layer(module: Any, where: str) -> _Layer:
 
     if isinstance(module, nnx.RNN):
         if module.reverse:
-            raise ValueError(f"{where} is an nnx.RNN with reverse=True: torch has no backward-only LSTM")
+            raise ValueError(
+                f"{where} is an nnx.RNN with reverse=True: torch has no backward-only LSTM"
+            )
         _check_cell(module.cell, f"{where}.cell")
         return _Layer([module.cell], [tree(module.cell)], module.time_major)
     if isinstance(module, nnx.Bidirectional):
         if module.merge_fn is not recurrent._concatenate:
-            raise ValueError(f"{where} merges directions with {module.merge_fn}; torch concatenates them")
+            raise ValueError(
+                f"{where} merges directions with {module.merge_fn}; torch concatenates them"
+            )
         rnns = (module.forward_rnn, module.backward_rnn)
         for name, rnn in zip(("forward_rnn", "backward_rnn"), rnns, strict=True):
             if not isinstance(rnn, nnx.RNN):
@@ -234,7 +261,9 @@ def _is_cell(module: Any) -> bool:
     import flax.linen as nn
     from flax import nnx
 
-    return isinstance(module, (nn.LSTMCell, nn.OptimizedLSTMCell, nnx.LSTMCell, nnx.OptimizedLSTMCell))
+    return isinstance(
+        module, (nn.LSTMCell, nn.OptimizedLSTMCell, nnx.LSTMCell, nnx.OptimizedLSTMCell)
+    )
 
 
 def from_flax(module: Any, variables: Any = None, *, rngs: Any = None) -> Any:
@@ -276,8 +305,6 @@ def from_flax(module: Any, variables: Any = None, *, rngs: Any = None) -> Any:
     """
     from flax import nnx
 
-    from jaxlstm.nnx import LSTMCell
-
     del rngs  # no random numbers are needed: see the docstring
     if _is_cell(module):
         linen = _is_linen(module)
@@ -285,22 +312,33 @@ def from_flax(module: Any, variables: Any = None, *, rngs: Any = None) -> Any:
         if linen and variables is None:
             raise TypeError("variables are required for a flax.linen module (module.init's result)")
         if not linen and variables is not None:
-            raise TypeError("variables must be None for a flax.nnx module, which holds its parameters")
-        tree = (variables.get("params", variables)) if linen else nnx.to_pure_dict(nnx.state(module, nnx.Param))
+            raise TypeError(
+                "variables must be None for a flax.nnx module, which holds its parameters"
+            )
+        tree = (
+            (variables.get("params", variables))
+            if linen
+            else nnx.to_pure_dict(nnx.state(module, nnx.Param))
+        )
         sd = cell_from_flax(tree)
-        in_size, hidden = sd["weight_ih"].shape[1], sd["weight_hh"].shape[1]
-        return _loaded(lambda: LSTMCell(in_size, hidden, dtype=module.dtype, param_dtype=sd["weight_ih"].dtype, rngs=nnx.Rngs(0)), sd)
+        config = LSTMCellConfig(int(sd["weight_ih"].shape[1]), int(sd["weight_hh"].shape[1]))
+        return jnnx.from_params(sd, config, dtype=module.dtype)
 
     modules = list(module) if isinstance(module, (list, tuple)) else [module]
     if not modules:
-        raise ValueError("module must be a Flax RNN/Bidirectional or a non-empty list of them, got []")
+        raise ValueError(
+            "module must be a Flax RNN/Bidirectional or a non-empty list of them, got []"
+        )
     linen = _is_linen(modules[0])
     if linen:
         if variables is None:
             raise TypeError("variables are required for flax.linen modules (module.init's result)")
         var_list = list(variables) if isinstance(variables, (list, tuple)) else [variables]
         if len(var_list) != len(modules):
-            raise ValueError(f"variables must have one entry per module: {len(modules)} modules, got {len(var_list)}")
+            raise ValueError(
+                f"variables must have one entry per module: {len(modules)} modules, "
+                f"got {len(var_list)}"
+            )
     elif variables is not None:
         raise TypeError("variables must be None for flax.nnx modules, which hold their parameters")
     layers = []
@@ -332,67 +370,38 @@ def from_flax(module: Any, variables: Any = None, *, rngs: Any = None) -> Any:
     for k, layer_cells in enumerate(per_layer):
         for d, cell_sd in enumerate(layer_cells):
             state_dict |= {name: cell_sd[role] for role, name in param_names(config, k, d).items()}
-    return new_lstm(config, state_dict, dtype=layers[0].cells[0].dtype)
+    return jnnx.from_params(state_dict, config, dtype=layers[0].cells[0].dtype)
 
 
-def _loaded(make: Any, state_dict: Mapping[str, np.ndarray]) -> Any:
-    """`make()`'s jaxlstm module holding `state_dict`, without drawing its random weights.
-
-    The module is built abstractly (`nnx.eval_shape`) and every parameter then set, which
-    skips compiling and running torch's random init for weights that would be overwritten.
-    """
-    from flax import nnx
-
-    from jaxlstm.torch_io import load_torch_state_dict
-
-    model = nnx.eval_shape(make)
-    load_torch_state_dict(model, state_dict, strict=True)  # sets every parameter or raises
-    return model
-
-
-def new_lstm(config: LSTMConfig, state_dict: Mapping[str, np.ndarray], *, dtype: Any = None) -> Any:
-    """A `jaxlstm.LSTM` of `config` (dropout 0) holding `state_dict`, `param_dtype` its dtype.
+def _exported(model: Any, batch_first: bool | None) -> tuple[dict[str, np.ndarray], Any, Any]:
+    """`(params, config, compute dtype)` of a jaxlstm module or a dict holding one LSTM.
 
     Raises:
-        ValueError: the state_dict's keys or shapes do not match `config`.
+        ValueError: `batch_first` contradicts the module's, or the dict holds no single LSTM.
+        TypeError: `model` is neither.
     """
-    from flax import nnx
-
-    from jaxlstm.nnx import LSTM
-
-    if config.dropout > 0:
-        raise ValueError(f"new_lstm builds modules without dropout, got dropout={config.dropout}")
-    param_dtype = next(iter(state_dict.values())).dtype
-
-    def make() -> LSTM:
-        return LSTM(
-            config.input_size, config.hidden_size, config.num_layers, bias=config.bias,
-            batch_first=config.batch_first, bidirectional=config.bidirectional,
-            proj_size=config.proj_size, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0),
+    if not isinstance(model, (jnnx.LSTM, jnnx.LSTMCell, Mapping)):
+        raise TypeError(
+            "model must be a jaxlstm.LSTM, jaxlstm.LSTMCell or a dict of torch-named "
+            "parameters, got "
+            f"{type(model).__name__}"
         )
-
-    return _loaded(make, state_dict)
-
-
-def _source_params(model: Any, batch_first: bool | None) -> tuple[dict[str, np.ndarray], LSTMConfig | None, Any]:
-    """`(params, config or None for a cell, dtype)` of a jaxlstm module or a torch-named dict."""
-    from jaxlstm.nnx import LSTM, LSTMCell
-
-    if isinstance(model, LSTM):
-        if batch_first is not None and batch_first != model.batch_first:
-            raise ValueError(f"batch_first={batch_first} contradicts the model's batch_first={model.batch_first}")
-        return {k: to_numpy(v) for k, v in model.params.items()}, model.config, model.dtype
-    if isinstance(model, LSTMCell):
-        return {k: to_numpy(v) for k, v in model.params.items()}, None, model.dtype
-    if isinstance(model, Mapping):
-        params = model.get("params", model)
-        params = {k: to_numpy(v) for k, v in params.items() if hasattr(v, "shape")}
-        if "weight_ih" in params:
-            return params, None, None
-        return params, LSTMConfig.from_state_dict(params, batch_first=bool(batch_first)), None
-    raise TypeError(
-        "model must be a jaxlstm.LSTM, jaxlstm.LSTMCell or a dict of torch-named parameters, got "
-        f"{type(model).__name__}"
+    weights = read_lstm(model)
+    config = weights.config
+    if (
+        isinstance(model, jnnx.LSTM)
+        and batch_first is not None
+        and batch_first != model.batch_first
+    ):
+        raise ValueError(
+            f"batch_first={batch_first} contradicts the model's batch_first={model.batch_first}"
+        )
+    if isinstance(config, LSTMConfig) and batch_first is not None:
+        config = dataclasses.replace(config, batch_first=batch_first)
+    return (
+        weights.params,
+        config,
+        getattr(model, "dtype", None) if not isinstance(model, Mapping) else None,
     )
 
 
@@ -432,7 +441,8 @@ def to_flax(
         TypeError: `model` is not a jaxlstm module or parameter dict.
 
     Example:
-        >>> rnn, variables = to_flax(jaxlstm.LSTM(3, 8, rngs=nnx.Rngs(0)), api="linen")  # doctest: +SKIP
+        >>> lstm = jaxlstm.LSTM(3, 8, rngs=nnx.Rngs(0))  # doctest: +SKIP
+        >>> rnn, variables = to_flax(lstm, api="linen")  # doctest: +SKIP
     """
     import flax.linen as nn
     from flax import nnx
@@ -441,8 +451,8 @@ def to_flax(
         raise ValueError(f"api must be 'nnx' or 'linen', got {api!r}")
     if cell not in ("LSTMCell", "OptimizedLSTMCell"):
         raise ValueError(f"cell must be 'LSTMCell' or 'OptimizedLSTMCell', got {cell!r}")
-    params, config, dtype = _source_params(model, batch_first)
-    if config is not None and config.proj_size > 0:
+    params, config, dtype = _exported(model, batch_first)
+    if isinstance(config, LSTMConfig) and config.proj_size > 0:
         raise ValueError(
             f"Flax's LSTM cells have no projection: a model with proj_size={config.proj_size} "
             "cannot be exported to Flax"
@@ -456,7 +466,9 @@ def to_flax(
         param_dtype = cell_params["weight_ih"].dtype
         if api == "linen":
             cls = nn.LSTMCell if cell == "LSTMCell" else nn.OptimizedLSTMCell
-            return cls(hidden, dtype=dtype, param_dtype=param_dtype), jax.tree.map(jnp.asarray, tree)
+            return cls(hidden, dtype=dtype, param_dtype=param_dtype), jax.tree.map(
+                jnp.asarray, tree
+            )
         cls = nnx.LSTMCell if cell == "LSTMCell" else nnx.OptimizedLSTMCell
         flax_cell = cls(in_size, hidden, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         state = nnx.state(flax_cell, nnx.Param)
@@ -464,7 +476,7 @@ def to_flax(
         nnx.update(flax_cell, state)
         return flax_cell, {}
 
-    if config is None:  # a cell
+    if isinstance(config, LSTMCellConfig):
         flax_cell, tree = make_cell(params)
         return (flax_cell, {"params": tree}) if api == "linen" else flax_cell
 
@@ -479,14 +491,23 @@ def to_flax(
             rnns = [nn.RNN(c, time_major=time_major) for c, _ in dirs]
             if config.bidirectional:
                 modules.append(nn.Bidirectional(rnns[0], rnns[1], time_major=time_major))
-                variables.append({"params": {"forward_rnn": {"cell": dirs[0][1]}, "backward_rnn": {"cell": dirs[1][1]}}})
+                variables.append(
+                    {
+                        "params": {
+                            "forward_rnn": {"cell": dirs[0][1]},
+                            "backward_rnn": {"cell": dirs[1][1]},
+                        }
+                    }
+                )
             else:
                 modules.append(rnns[0])
                 variables.append({"params": {"cell": dirs[0][1]}})
         else:
             rnns = [nnx.RNN(c, time_major=time_major, rngs=rngs) for c, _ in dirs]
             modules.append(
-                nnx.Bidirectional(rnns[0], rnns[1], time_major=time_major, rngs=rngs) if config.bidirectional else rnns[0]
+                nnx.Bidirectional(rnns[0], rnns[1], time_major=time_major, rngs=rngs)
+                if config.bidirectional
+                else rnns[0]
             )
     if api == "linen":
         return (modules[0], variables[0]) if len(modules) == 1 else (modules, variables)
@@ -517,7 +538,10 @@ def hx_from_flax(carries: Any) -> tuple[jax.Array, jax.Array]:
     hs, cs = [], []
     for k, layer in enumerate(layers):
         if not isinstance(layer, (tuple, list)) or len(layer) != 2:
-            raise ValueError(f"carry of layer {k} must be a pair (c, h) or a pair of pairs, got {type(layer).__name__}")
+            raise ValueError(
+                f"carry of layer {k} must be a pair (c, h) or a pair of pairs, "
+                f"got {type(layer).__name__}"
+            )
         directions = layer if isinstance(layer[0], (tuple, list)) else [layer]
         for direction in directions:
             c, h = direction  # Flax orders the carry (c, h)
@@ -545,7 +569,8 @@ def hx_to_flax(hx: tuple[Any, Any], *, num_layers: int = 1, bidirectional: bool 
     dirs = 2 if bidirectional else 1
     if h.shape[0] != num_layers * dirs or c.shape[0] != num_layers * dirs:
         raise ValueError(
-            f"hx must hold num_layers * D = {num_layers * dirs} states, got h {tuple(h.shape)}, c {tuple(c.shape)}"
+            f"hx must hold num_layers * D = {num_layers * dirs} states, got h {tuple(h.shape)}, "
+            f"c {tuple(c.shape)}"
         )
     layers = []
     for k in range(num_layers):

@@ -21,9 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlstm import nnx as jnnx
 from jaxlstm._checks import require_positive_int
-from jaxlstm.config import LSTMConfig, param_names
-from jaxlstm.torch_io import to_numpy
+from jaxlstm.config import LSTMCellConfig, LSTMConfig, layer_names, param_names
+from jaxlstm.state_dict import read_lstm, to_numpy
 
 __all__ = ["from_haiku", "haiku_to_torch", "hx_from_haiku", "to_haiku", "torch_to_haiku"]
 
@@ -46,7 +47,9 @@ def _module_sort_key(name: str) -> list[tuple[str, int]]:
     return key
 
 
-def _lstm_linears(params: Mapping[str, Any], hidden_size: int | None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+def _lstm_linears(
+    params: Mapping[str, Any], hidden_size: int | None
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """`[(module name, w, b)]` of the `hk.LSTM` linears in `params`, in layer order."""
     found = []
     for name, entry in params.items():
@@ -55,7 +58,12 @@ def _lstm_linears(params: Mapping[str, Any], hidden_size: int | None) -> list[tu
         if "w" not in entry or "b" not in entry:
             continue
         w, b = to_numpy(entry["w"]), to_numpy(entry["b"])
-        if w.ndim != 2 or b.shape != (w.shape[1],) or w.shape[1] % 4 or w.shape[0] <= w.shape[1] // 4:
+        if (
+            w.ndim != 2
+            or b.shape != (w.shape[1],)
+            or w.shape[1] % 4
+            or w.shape[0] <= w.shape[1] // 4
+        ):
             continue
         if hidden_size is not None and w.shape[1] != 4 * hidden_size:
             continue
@@ -63,7 +71,8 @@ def _lstm_linears(params: Mapping[str, Any], hidden_size: int | None) -> list[tu
     if not found:
         raise ValueError(
             "params hold no hk.LSTM parameters: expected entries '<lstm>/linear' with 'w' "
-            f"[I + H, 4H] and 'b' [4H]{f' with H = {hidden_size}' if hidden_size else ''}, got keys "
+            f"[I + H, 4H] and 'b' [4H]{f' with H = {hidden_size}' if hidden_size else ''}, "
+            "got keys "
             f"{sorted(params)[:8]}"
         )
     sizes = sorted({w.shape[1] // 4 for _, w, _ in found})
@@ -75,7 +84,9 @@ def _lstm_linears(params: Mapping[str, Any], hidden_size: int | None) -> list[tu
     return sorted(found, key=lambda item: _module_sort_key(item[0]))
 
 
-def haiku_to_torch(params: Mapping[str, Any], *, hidden_size: int | None = None) -> tuple[dict[str, np.ndarray], LSTMConfig]:
+def haiku_to_torch(
+    params: Mapping[str, Any], *, hidden_size: int | None = None
+) -> tuple[dict[str, np.ndarray], LSTMConfig]:
     """Haiku `hk.LSTM`/`hk.DeepRNN` parameters as a torch `nn.LSTM` state_dict.
 
     Args:
@@ -108,7 +119,8 @@ def haiku_to_torch(params: Mapping[str, Any], *, hidden_size: int | None = None)
     for k, (name, w, _) in enumerate(linears[1:], start=1):
         if w.shape[0] != 2 * hidden:
             raise ValueError(
-                f"layer {k} ({name!r}) has w of shape {w.shape}, expected ({2 * hidden}, {4 * hidden}) "
+                f"layer {k} ({name!r}) has w of shape {w.shape}, "
+                f"expected ({2 * hidden}, {4 * hidden}) "
                 "(input H + hidden H): skip connections (hk.deep_rnn_with_skip_connections) have "
                 "no torch counterpart"
             )
@@ -158,11 +170,9 @@ def from_haiku(
     """
     import dataclasses
 
-    from jaxlstm.flax_io import new_lstm
-
     del rngs  # no random numbers are needed: see the docstring
     state_dict, config = haiku_to_torch(params, hidden_size=hidden_size)
-    return new_lstm(dataclasses.replace(config, batch_first=batch_first), state_dict)
+    return jnnx.from_params(state_dict, dataclasses.replace(config, batch_first=batch_first))
 
 
 def torch_to_haiku(
@@ -187,16 +197,23 @@ def torch_to_haiku(
         ValueError: `config.bidirectional` or `config.proj_size > 0`.
     """
     if config.bidirectional:
-        raise ValueError("Haiku has no bidirectional LSTM module: a bidirectional model cannot be exported to Haiku")
+        raise ValueError(
+            "Haiku has no bidirectional LSTM module: a bidirectional model cannot be exported "
+            "to Haiku"
+        )
     if config.proj_size > 0:
         raise ValueError(
-            f"hk.LSTM has no projection: a model with proj_size={config.proj_size} cannot be exported to Haiku"
+            f"hk.LSTM has no projection: a model with proj_size={config.proj_size} cannot be "
+            "exported to Haiku"
         )
     hidden = config.hidden_size
     out = {}
     for k in range(config.num_layers):
         names = param_names(config, k, 0)
-        w_ih, w_hh = to_numpy(state_dict[names["weight_ih"]]), to_numpy(state_dict[names["weight_hh"]])
+        w_ih, w_hh = (
+            to_numpy(state_dict[names["weight_ih"]]),
+            to_numpy(state_dict[names["weight_hh"]]),
+        )
         if config.bias:
             b = to_numpy(state_dict[names["bias_ih"]]) + to_numpy(state_dict[names["bias_hh"]])
         else:
@@ -204,7 +221,10 @@ def torch_to_haiku(
         b = _reorder(b)
         b[2 * hidden : 3 * hidden] -= 1  # Haiku's f block; hk.LSTM adds the 1 back
         w = np.concatenate([_reorder(w_ih.T), _reorder(w_hh.T)], axis=0)
-        out[f"{name}/linear" if k == 0 else f"{name}_{k}/linear"] = {"w": jnp.asarray(w), "b": jnp.asarray(b)}
+        out[f"{name}/linear" if k == 0 else f"{name}_{k}/linear"] = {
+            "w": jnp.asarray(w),
+            "b": jnp.asarray(b),
+        }
     return out
 
 
@@ -223,12 +243,17 @@ def to_haiku(model: Any, *, name: str = "lstm") -> dict[str, dict[str, jax.Array
         ValueError: bidirectional or projected models (see `torch_to_haiku`).
         TypeError: `model` is not a jaxlstm module or parameter dict.
     """
-    from jaxlstm.flax_io import _source_params
-
-    params, config, _ = _source_params(model, None)
-    if config is None:  # an LSTMCell: one layer under torch's nn.LSTM names
-        config = LSTMConfig(params["weight_ih"].shape[1], params["weight_hh"].shape[1], bias="bias_ih" in params)
-        params = {name_k: params[role] for role, name_k in param_names(config, 0, 0).items()}
+    if not isinstance(model, (jnnx.LSTM, jnnx.LSTMCell, Mapping)):
+        raise TypeError(
+            "model must be a jaxlstm.LSTM, jaxlstm.LSTMCell or a dict of torch-named "
+            "parameters, got "
+            f"{type(model).__name__}"
+        )
+    weights = read_lstm(model)
+    params, config = weights.params, weights.config
+    if isinstance(config, LSTMCellConfig):  # one layer under torch's nn.LSTM names
+        params = {layer: params[role] for role, layer in layer_names(config).items()}
+        config = config.as_lstm()
     return torch_to_haiku(params, config, name=name)
 
 
@@ -242,5 +267,7 @@ def hx_from_haiku(state: Any) -> tuple[jax.Array, jax.Array]:
     states = [state] if hasattr(state, "hidden") else list(state)
     for k, s in enumerate(states):
         if not (hasattr(s, "hidden") and hasattr(s, "cell")):
-            raise TypeError(f"state {k} must be an hk.LSTMState (hidden, cell), got {type(s).__name__}")
+            raise TypeError(
+                f"state {k} must be an hk.LSTMState (hidden, cell), got {type(s).__name__}"
+            )
     return jnp.stack([s.hidden for s in states]), jnp.stack([s.cell for s in states])

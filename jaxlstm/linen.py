@@ -17,14 +17,12 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxlstm._checks import check_params
 from jaxlstm.cell import lstm_cell
@@ -32,20 +30,13 @@ from jaxlstm.config import LSTMCellConfig, LSTMConfig
 from jaxlstm.initializers import Initializer, init_params
 from jaxlstm.lstm import lstm
 from jaxlstm.options import ScanOptions
-from jaxlstm.torch_io import (
-    LoadResult,
-    as_state_dict,
-    match_state_dict,
-    to_numpy,
-    torch_lstm_arguments,
-)
+from jaxlstm.torch_io import linen_from_torch as from_torch
+from jaxlstm.torch_io import linen_load_torch_state_dict as load_torch_state_dict
+from jaxlstm.torch_io import linen_torch_state_dict as torch_state_dict
 
 __all__ = ["LSTM", "LSTMCell", "from_params", "from_torch", "load_torch_state_dict", "torch_state_dict"]
 
 Array = jax.Array
-
-_CELL_ORDER = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-
 
 def _declare_params(
     module: nn.Module, config: LSTMConfig | LSTMCellConfig, inits: dict[str, Initializer | None]
@@ -300,118 +291,3 @@ def from_params(
             param_dtype=param_dtype,
         )
     return module, {"params": values}
-
-
-def _split_variables(variables: Mapping[str, Any], what: str) -> tuple[dict[str, Any], bool]:
-    """`(params, wrapped)`: the torch-named params, and whether they sat under `"params"`."""
-    if not isinstance(variables, Mapping):
-        raise TypeError(f"{what} must be a linen variables dict, got {type(variables).__name__}")
-    wrapped = "params" in variables
-    params = dict(variables["params"]) if wrapped else dict(variables)
-    bad = [k for k, v in params.items() if not hasattr(v, "shape")]
-    if bad or not ("weight_ih_l0" in params or "weight_ih" in params):
-        raise ValueError(
-            f"{what} must hold jaxlstm.linen parameters under torch names (e.g. 'weight_ih_l0' or "
-            f"'weight_ih'), as `{{'params': {{...}}}}` or the params dict itself; got keys "
-            f"{sorted(params)[:6]}"
-        )
-    return params, wrapped
-
-
-def _torch_order(names: Mapping[str, Any]) -> list[str]:
-    """The names of `names` in torch's `state_dict` order."""
-    if "weight_ih_l0" in names:
-        order = list(LSTMConfig.from_state_dict(names).param_shapes())
-    else:
-        order = list(_CELL_ORDER)
-    return [n for n in order if n in names] + [n for n in names if n not in order]
-
-
-def load_torch_state_dict(
-    variables: Mapping[str, Any],
-    state_dict_or_path: Mapping[str, Any] | str | os.PathLike,
-    *,
-    prefix: str = "",
-    strict: bool = True,
-) -> tuple[dict[str, Any], LoadResult]:
-    """Returns `variables` with their parameters replaced by a torch state_dict's.
-
-    The linen counterpart of `jaxlstm.load_torch_state_dict`: linen parameters are immutable
-    pytrees, so a new tree is returned. Shapes and dtypes come from `variables` (e.g. the
-    result of `model.init`); values are cast to the existing dtypes.
-
-    Args:
-        variables: `{"params": {torch name: array}}` of a `jaxlstm.linen.LSTM`/`LSTMCell`,
-            or the params dict itself.
-        state_dict_or_path: a dict of torch tensors or numpy arrays, a `.pt`/`.pth` file
-            (read with `weights_only=True`) or a `.safetensors` file.
-        prefix: the submodule's key prefix in a whole model's state_dict, e.g. `"lstm."`.
-        strict: if True, missing or unexpected keys are errors; if False, missing parameters
-            keep their values in `variables`.
-
-    Returns:
-        `(new_variables, LoadResult(missing_keys, unexpected_keys))`, `new_variables` shaped
-        like `variables` (other collections are kept).
-
-    Raises:
-        TypeError: `variables` or `state_dict_or_path` has the wrong type.
-        ValueError: keys or shapes do not match (all problems in one message); a bad file.
-        FileNotFoundError: the path does not exist.
-
-    Example:
-        >>> variables = LSTM(10).init(jax.random.key(0), jnp.zeros((5, 2, 3)))
-        >>> variables, _ = load_torch_state_dict(variables, torch_lstm.state_dict())  # doctest: +SKIP
-    """
-    params, wrapped = _split_variables(variables, "variables")
-    state_dict = as_state_dict(state_dict_or_path)
-    shapes = {k: tuple(v.shape) for k, v in params.items()}
-    values, result = match_state_dict(state_dict, shapes, prefix=prefix, strict=strict)
-    new_params = {k: jnp.asarray(values[k], dtype=v.dtype) if k in values else v for k, v in params.items()}
-    if not wrapped:
-        return new_params, result
-    return {**variables, "params": new_params}, result
-
-
-def torch_state_dict(variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """The parameters of a `jaxlstm.linen` module as `{torch name: np.ndarray}`, torch's order.
-
-    `torch_module.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})` accepts it.
-
-    Args:
-        variables: `{"params": {torch name: array}}` or the params dict itself.
-
-    Raises:
-        TypeError, ValueError: `variables` is not a jaxlstm.linen parameter tree.
-    """
-    params, _ = _split_variables(variables, "variables")
-    return {k: np.array(to_numpy(params[k])) for k in _torch_order(params)}  # writable copies, as torch.from_numpy wants
-
-
-def from_torch(module: Any) -> tuple[nn.Module, dict[str, Any]]:
-    """A `jaxlstm.linen` module and its variables equal to a `torch.nn.LSTM`/`LSTMCell`.
-
-    Args:
-        module: the torch module; its weights' dtype becomes `param_dtype`.
-
-    Returns:
-        `(model, {"params": {torch name: array}})`.
-
-    Raises:
-        TypeError: `module` is neither an `nn.LSTM` nor an `nn.LSTMCell`.
-
-    Example:
-        >>> model, variables = from_torch(torch.nn.LSTM(3, 5, num_layers=2))  # doctest: +SKIP
-        >>> out, (h_n, c_n) = model.apply(variables, x)  # doctest: +SKIP
-    """
-    import torch
-
-    if isinstance(module, torch.nn.LSTM):
-        arguments = torch_lstm_arguments(module)
-        del arguments["input_size"]  # inferred at init
-        model: nn.Module = LSTM(**arguments)
-    elif isinstance(module, torch.nn.LSTMCell):
-        model = LSTMCell(module.hidden_size, bias=module.bias, param_dtype=to_numpy(module.weight_ih[:0]).dtype)
-    else:
-        raise TypeError(f"module must be a torch.nn.LSTM or torch.nn.LSTMCell, got {type(module).__name__}")
-    sd = {k: to_numpy(v) for k, v in module.state_dict().items()}
-    return model, {"params": {k: jnp.asarray(sd[k]) for k in _torch_order(sd)}}

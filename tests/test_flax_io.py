@@ -1,4 +1,4 @@
-"""Importers and exporters for Flax's and Haiku's LSTMs, checked against the source libraries."""
+"""jaxlstm.flax_io: importers and exporters for Flax's LSTMs, checked against Flax itself."""
 
 from __future__ import annotations
 
@@ -47,7 +47,10 @@ def _valid(out, time_major, lengths):
 def _carry(num_dirs, seed=1, dtype=jnp.float32):
     """A random Flax carry for one layer: (c, h), or one per direction."""
     rng = np.random.default_rng(seed)
-    pairs = [tuple(jnp.asarray(rng.standard_normal((B, H)), dtype) for _ in range(2)) for _ in range(num_dirs)]
+    pairs = [
+        tuple(jnp.asarray(rng.standard_normal((B, H)), dtype) for _ in range(2))
+        for _ in range(num_dirs)
+    ]
     return pairs[0] if num_dirs == 1 else tuple(pairs)
 
 
@@ -73,13 +76,17 @@ def test_from_flax_linen_matches_flax(case, seq):
     variables = _randomize(rnn.init(jax.random.key(0), x), seed=2)
     carry0 = _carry(dirs)
     lengths = jnp.asarray(LENGTHS) if seq else None
-    carry, want = rnn.apply(variables, x, initial_carry=carry0, seq_lengths=lengths, return_carry=True)
+    carry, want = rnn.apply(
+        variables, x, initial_carry=carry0, seq_lengths=lengths, return_carry=True
+    )
     model = jaxlstm.from_flax(rnn, variables)
     assert model.batch_first == (not time_major) and model.bidirectional == (dirs == 2)
     got, (h_n, c_n) = model(x, hx_from_flax(carry0), seq_lengths=lengths)
     if seq:
         want = _valid(want, time_major, LENGTHS)
-        np.testing.assert_array_equal(np.asarray(got), _valid(got, time_major, LENGTHS))  # zero padding
+        np.testing.assert_array_equal(
+            np.asarray(got), _valid(got, time_major, LENGTHS)
+        )  # zero padding
     want_h, want_c = hx_from_flax(carry)
     assert_close(got, want, "float32", "out")
     assert_close(h_n, want_h, "float32", "h_n")
@@ -88,7 +95,10 @@ def test_from_flax_linen_matches_flax(case, seq):
 
 def test_from_flax_linen_stack_of_layers():
     """A list of Bidirectional layers (time-major) becomes num_layers."""
-    layers = [nn.Bidirectional(nn.RNN(nn.LSTMCell(H)), nn.RNN(nn.LSTMCell(H)), time_major=True) for _ in range(2)]
+    layers = [
+        nn.Bidirectional(nn.RNN(nn.LSTMCell(H)), nn.RNN(nn.LSTMCell(H)), time_major=True)
+        for _ in range(2)
+    ]
     x = _x(True)
     variables, inputs = [], x
     for k, layer in enumerate(layers):
@@ -107,7 +117,9 @@ def test_from_flax_float64_is_exact_to_1e10():
         x = _x(False, dtype=jnp.float64)
         variables = _randomize(rnn.init(jax.random.key(0), x), seed=2)
         carry0 = _carry(1, dtype=jnp.float64)
-        carry, want = rnn.apply(variables, x, initial_carry=carry0, seq_lengths=jnp.asarray(LENGTHS), return_carry=True)
+        carry, want = rnn.apply(
+            variables, x, initial_carry=carry0, seq_lengths=jnp.asarray(LENGTHS), return_carry=True
+        )
         model = jaxlstm.from_flax(rnn, variables)
         assert model.params["weight_ih_l0"].dtype == jnp.float64
         got, (h_n, c_n) = model(x, hx_from_flax(carry0), seq_lengths=jnp.asarray(LENGTHS))
@@ -119,9 +131,15 @@ def test_from_flax_float64_is_exact_to_1e10():
 
 NNX_CASES = {
     "rnn_lstmcell": (lambda r: nnx.RNN(nnx.LSTMCell(IN, H, rngs=r)), False, 1),
-    "rnn_optimized_fused_time_major": (lambda r: nnx.RNN(nnx.OptimizedLSTMCell(IN, H, rngs=r), time_major=True), True, 1),
+    "rnn_optimized_fused_time_major": (
+        lambda r: nnx.RNN(nnx.OptimizedLSTMCell(IN, H, rngs=r), time_major=True),
+        True,
+        1,
+    ),
     "bidir": (
-        lambda r: nnx.Bidirectional(nnx.RNN(nnx.OptimizedLSTMCell(IN, H, rngs=r)), nnx.RNN(nnx.LSTMCell(IN, H, rngs=r))),
+        lambda r: nnx.Bidirectional(
+            nnx.RNN(nnx.OptimizedLSTMCell(IN, H, rngs=r)), nnx.RNN(nnx.LSTMCell(IN, H, rngs=r))
+        ),
         False,
         2,
     ),
@@ -190,7 +208,12 @@ def test_cell_layout_round_trip_is_exact():
 
 @pytest.mark.parametrize(
     ("api", "cell"),
-    [("linen", "LSTMCell"), ("linen", "OptimizedLSTMCell"), ("nnx", "LSTMCell"), ("nnx", "OptimizedLSTMCell")],
+    [
+        ("linen", "LSTMCell"),
+        ("linen", "OptimizedLSTMCell"),
+        ("nnx", "LSTMCell"),
+        ("nnx", "OptimizedLSTMCell"),
+    ],
 )
 def test_to_flax_runs_like_jaxlstm_and_round_trips(api, cell):
     model = random_lstm(LSTMConfig(IN, H, num_layers=2, bidirectional=True, batch_first=True), 1)
@@ -222,7 +245,9 @@ def test_to_flax_runs_like_jaxlstm_and_round_trips(api, cell):
         if k.startswith("weight"):
             np.testing.assert_array_equal(np.asarray(q[k]), np.asarray(p[k]), err_msg=k)
         elif k.startswith("bias_hh"):  # Flax's single bias holds the sum
-            np.testing.assert_array_equal(np.asarray(q[k]), np.asarray(p[k] + p[k.replace("_hh", "_ih")]))
+            np.testing.assert_array_equal(
+                np.asarray(q[k]), np.asarray(p[k] + p[k.replace("_hh", "_ih")])
+            )
 
 
 def test_to_flax_cells_no_bias_and_state_dict_input():
@@ -261,7 +286,9 @@ def test_flax_errors_say_what_cannot_be_held():
         jaxlstm.from_flax(nn.RNN(nn.GRUCell(H)), {})
     with pytest.raises(ValueError, match="sigmoid and tanh"):
         jaxlstm.from_flax(nn.RNN(nn.LSTMCell(H, gate_fn=jax.nn.hard_sigmoid)), {})
-    summed = nn.Bidirectional(nn.RNN(nn.LSTMCell(H)), nn.RNN(nn.LSTMCell(H)), merge_fn=lambda a, b: a + b)
+    summed = nn.Bidirectional(
+        nn.RNN(nn.LSTMCell(H)), nn.RNN(nn.LSTMCell(H)), merge_fn=lambda a, b: a + b
+    )
     with pytest.raises(ValueError, match="concatenates"):
         jaxlstm.from_flax(summed, {})
     with pytest.raises(TypeError, match="variables are required"):
@@ -284,92 +311,3 @@ def test_flax_errors_say_what_cannot_be_held():
         jaxlstm.from_flax([m0, m2], [v0])
     with pytest.raises(ValueError, match="no entry"):
         jaxlstm.from_flax(m0, {"params": {"rnn": {}}})
-
-
-# ---------------------------------------------------------------------------------------- Haiku
-
-
-def _haiku_unroll(hk, layers, x, state):
-    def f(x, state):
-        core = hk.DeepRNN([hk.LSTM(H) for _ in range(layers)]) if layers > 1 else hk.LSTM(H)
-        return hk.dynamic_unroll(core, x, state)
-
-    return hk.without_apply_rng(hk.transform(f))
-
-
-@pytest.mark.parametrize(
-    ("layers", "dtype"), [(1, "float64"), (3, "float32")], ids=["hk.LSTM-float64", "hk.DeepRNN-float32"]
-)
-def test_from_haiku_matches_haiku(layers, dtype):
-    hk = pytest.importorskip("haiku")
-    with precision(dtype):
-        _check_from_haiku(hk, layers, dtype)
-
-
-def _check_from_haiku(hk, layers, dtype):
-    jdtype = jnp.dtype(dtype)
-    x = _x(True, dtype=jdtype)
-    rng = np.random.default_rng(4)
-    states = [hk.LSTMState(*(jnp.asarray(rng.standard_normal((B, H)), jdtype) for _ in range(2))) for _ in range(layers)]
-    state = states[0] if layers == 1 else tuple(states)
-    f = _haiku_unroll(hk, layers, x, state)
-    params = _randomize(f.init(jax.random.key(0), x, state), seed=5)
-    assert params["lstm/linear"]["w"].dtype == jdtype
-    want, final = f.apply(params, x, state)
-    model = jaxlstm.from_haiku(params)
-    assert (model.num_layers, model.input_size, model.hidden_size, model.batch_first) == (layers, IN, H, False)
-    got, (h_n, c_n) = model(x, jaxlstm.haiku_io.hx_from_haiku(state))
-    want_h, want_c = jaxlstm.haiku_io.hx_from_haiku(final)
-    # The +1 folded into the bias rounds differently from Haiku's `f + 1`: 1e-5 / 1e-10.
-    assert_close(got, want, dtype, "out")
-    assert_close(h_n, want_h, dtype, "h_n")
-    assert_close(c_n, want_c, dtype, "c_n")
-
-
-def test_to_haiku_runs_like_jaxlstm_and_picks_lstms_among_other_linears():
-    hk = pytest.importorskip("haiku")
-    model = random_lstm(LSTMConfig(IN, H, num_layers=2), 2)
-    x = _x(True)
-    want, (want_h, want_c) = model(x)
-    params = jaxlstm.to_haiku(model)
-    assert set(params) == {"lstm/linear", "lstm_1/linear"}
-    state = tuple(hk.LSTMState(jnp.zeros((B, H)), jnp.zeros((B, H))) for _ in range(2))
-    got, final = _haiku_unroll(hk, 2, x, state).apply(params, x, state)
-    assert_close(got, want, "float32", "out")
-    h_n, c_n = jaxlstm.haiku_io.hx_from_haiku(final)
-    assert_close(h_n, want_h, "float32", "h_n")
-    assert_close(c_n, want_c, "float32", "c_n")
-    # Haiku's numbering orders layers (lstm_10 after lstm_2); a readout linear is ignored.
-    many = {f"lstm_{k}/linear" if k else "lstm/linear": p for k, p in enumerate([params["lstm/linear"]] + [params["lstm_1/linear"]] * 10)}
-    many = dict(sorted(many.items()))
-    many["linear"] = {"w": jnp.zeros((H, 2)), "b": jnp.zeros(2)}
-    many["mlp/~/linear"] = {"w": jnp.zeros((H + 7, 4 * (H + 1))), "b": jnp.zeros(4 * (H + 1))}
-    with pytest.raises(ValueError, match="hidden_size"):
-        jaxlstm.from_haiku(many)
-    deep = jaxlstm.from_haiku(many, hidden_size=H)
-    assert deep.num_layers == 11
-    np.testing.assert_array_equal(np.asarray(deep.params["weight_ih_l0"]), np.asarray(model.params["weight_ih_l0"]))
-
-
-def test_haiku_errors_say_what_cannot_be_held():
-    with pytest.raises(ValueError, match="bidirectional"):
-        jaxlstm.to_haiku(random_lstm(LSTMConfig(IN, H, bidirectional=True), 0))
-    with pytest.raises(ValueError, match="no projection"):
-        jaxlstm.to_haiku(random_lstm(LSTMConfig(IN, H, proj_size=2), 0))
-    with pytest.raises(TypeError, match="params must be a Haiku parameter dict"):
-        jaxlstm.from_haiku([np.zeros((8, 20))])
-    with pytest.raises(ValueError, match="hidden_size"):
-        jaxlstm.from_haiku({}, hidden_size=0)
-    with pytest.raises(ValueError, match=r"no hk\.LSTM parameters"):
-        jaxlstm.from_haiku({"linear": {"w": np.zeros((3, 8)), "b": np.zeros(8)}})
-    skip = {
-        "lstm/linear": {"w": np.zeros((IN + H, 4 * H)), "b": np.zeros(4 * H)},
-        "lstm_1/linear": {"w": np.zeros((IN + 2 * H, 4 * H)), "b": np.zeros(4 * H)},
-    }
-    with pytest.raises(ValueError, match="skip connections"):
-        jaxlstm.from_haiku(skip)
-    # No bias: exported as Haiku's b = -1 on the forget block, which hk.LSTM's +1 cancels.
-    params = jaxlstm.to_haiku(random_lstm(LSTMConfig(IN, H, bias=False), 0))
-    b = np.asarray(params["lstm/linear"]["b"])
-    np.testing.assert_array_equal(b[2 * H : 3 * H], -np.ones(H))
-    np.testing.assert_array_equal(np.delete(b, np.s_[2 * H : 3 * H]), np.zeros(3 * H))
