@@ -357,8 +357,10 @@ def _per_dataset(dest: str) -> str:
 def parser(dataset: str = "digits") -> training.ArgumentParser:
     """The command-line flags, with `dataset`'s defaults (`--help` lists every dataset's)."""
     notes = {dest: _per_dataset(dest) for dest in PRESETS[dataset]}
-    notes["out_dir"] = "runs/classify-DATASET, with -bidirectional and -torch-weights appended "\
-        "for such runs"
+    notes["out_dir"] = (
+        "runs/classify-DATASET, with -bidirectional, -torch-weights and -quick appended for "
+        "such runs"
+    )
     p = training.base_parser(
         "python -m experiments.classify",
         __doc__.split("\n\n")[0],
@@ -480,13 +482,14 @@ def choose_model(args: argparse.Namespace, data: dict[str, Any]) -> ModelChoice:
 
 
 def default_out_dir(args: argparse.Namespace, choice: ModelChoice) -> str:
-    """`runs/classify-<dataset>[-bidirectional][-torch-weights]`: one directory per kind of run."""
-    name = f"runs/classify-{args.dataset}"
+    """`runs/classify-<dataset>[-bidirectional][-torch-weights][-quick]`: one directory per
+    kind of run."""
+    name = f"classify-{args.dataset}"
     if choice.bidirectional:
         name += "-bidirectional"
     if choice.torch_weights is not None:
         name += "-torch-weights"
-    return name
+    return training.default_out_dir(name, quick=args.quick)
 
 
 def make_task(args: argparse.Namespace, data: dict[str, Any], choice: ModelChoice) -> training.Task:

@@ -198,7 +198,8 @@ def parser() -> training.ArgumentParser:
         __doc__.split("\n\n")[0],
         defaults=DEFAULTS,
         quick=QUICK,
-        default_notes={"out_dir": "runs/sine, or runs/sine-carry-state with --carry-state"},
+        default_notes={"out_dir": "runs/sine, or runs/sine-carry-state with --carry-state; "
+                       "-quick appended with --quick"},
     )
     p.add_argument(
         "--carry-state",
@@ -223,9 +224,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def default_out_dir(args) -> str:
-    """`runs/sine`, or `runs/sine-carry-state`: the two kinds of run do not share results."""
-    return "runs/sine-carry-state" if args.carry_state else "runs/sine"
+def default_out_dir(args: argparse.Namespace) -> str:
+    """`runs/sine` or `runs/sine-carry-state` (`-quick` appended with --quick): each kind of
+    run has its own results."""
+    name = "sine-carry-state" if args.carry_state else "sine"
+    return training.default_out_dir(name, quick=args.quick)
 
 
 def make_task(args) -> training.Task:

@@ -45,16 +45,16 @@ def runs(tmp_path_factory):
         os.chdir(before)
     return {
         "cwd": cwd,
-        "digits": {"out": str(cwd / "runs" / "classify-digits"), "metrics": digits},
-        "counting": {"out": str(cwd / "runs" / "classify-counting-bidirectional"),
+        "digits": {"out": str(cwd / "runs" / "classify-digits-quick"), "metrics": digits},
+        "counting": {"out": str(cwd / "runs" / "classify-counting-bidirectional-quick"),
                      "metrics": counting},
     }
 
 
 def test_each_dataset_has_its_own_default_out_dir(runs):
     assert sorted(os.listdir(runs["cwd"] / "runs")) == [
-        "classify-counting-bidirectional",
-        "classify-digits",
+        "classify-counting-bidirectional-quick",
+        "classify-digits-quick",
     ]
     for name in ("digits", "counting"):
         with open(os.path.join(runs[name]["out"], "metrics.json")) as f:
@@ -68,6 +68,9 @@ def test_default_out_dir_names_the_kind_of_run():
     choice = classify.ModelChoice(8, 1, bidirectional=True, torch_weights="m.pt")
     expected = "runs/classify-counting-bidirectional-torch-weights"
     assert classify.default_out_dir(args, choice) == expected
+    quick = classify.parse(["--quick"])
+    expected = "runs/classify-digits-bidirectional-torch-weights-quick"
+    assert classify.default_out_dir(quick, choice) == expected
 
 
 def test_digits_smoke_writes_plots_and_metrics(runs):

@@ -182,10 +182,11 @@ def test_default_out_dirs_do_not_mix_kinds_of_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     sine.main([*QUIET, "--steps", "2", "--no-plots"])
     sine.main([*QUIET, "--steps", "2", "--no-plots", "--carry-state"])
-    with open(tmp_path / "runs" / "sine" / "metrics.json") as f:
+    with open(tmp_path / "runs" / "sine-quick" / "metrics.json") as f:
         assert json.load(f)["config"]["run"]["carry_state"] is False
-    with open(tmp_path / "runs" / "sine-carry-state" / "metrics.json") as f:
+    with open(tmp_path / "runs" / "sine-carry-state-quick" / "metrics.json") as f:
         assert json.load(f)["config"]["run"]["carry_state"] is True
+    assert sine.default_out_dir(sine.parse([])) == "runs/sine"
 
 
 def test_command_line_error_is_one_line_and_exit_status_2(tmp_path):

@@ -40,7 +40,7 @@ from experiments.training.mesh import (
     shard_batch,
 )
 from experiments.training.metrics import METRICS_FILE, MetricsLog, read_metrics, write_json
-from experiments.training.outputs import SUMMARY_FILE, check_out_dir
+from experiments.training.outputs import SUMMARY_FILE, check_out_dir, default_out_dir
 from experiments.training.plots import (
     centred_mean,
     missing_labels,
@@ -79,6 +79,7 @@ __all__ = [
     "check_out_dir",
     "cosine_schedule",
     "data_mesh",
+    "default_out_dir",
     "diff_configs",
     "entry_point",
     "evaluate",

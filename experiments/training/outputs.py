@@ -1,6 +1,7 @@
 """Which run an output directory belongs to: a run never silently replaces another's results.
 
-Every finished run leaves `metrics.json` in its `--out-dir`, holding the run's `config` (task,
+Each kind of run has its own default directory (`default_out_dir`). Every finished run
+leaves `metrics.json` in its `--out-dir`, holding the run's `config` (task,
 dataset, model and training settings). A new run into a directory whose `metrics.json` comes
 from a different configuration is refused with a `UsageError` that lists the differences,
 unless `--overwrite` is given. Refusing (rather than warning) is the choice because the results
@@ -19,9 +20,15 @@ from typing import Any
 from experiments.training.checkpoints import diff_configs
 from experiments.training.cli import UsageError
 
-__all__ = ["SUMMARY_FILE", "check_out_dir"]
+__all__ = ["SUMMARY_FILE", "check_out_dir", "default_out_dir"]
 
 SUMMARY_FILE = "metrics.json"
+
+
+def default_out_dir(name: str, *, quick: bool = False) -> str:
+    """`runs/<name>`, or `runs/<name>-quick` for a `--quick` run (so that a smoke run never
+    meets the results of a real one)."""
+    return f"runs/{name}-quick" if quick else f"runs/{name}"
 
 
 def _previous_config(out_dir: str) -> tuple[bool, Any]:
