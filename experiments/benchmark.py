@@ -1,22 +1,31 @@
 """Side-by-side LSTM benchmark: jaxlstm vs torch `nn.LSTM`, flax `RNN`, `jax.experimental.rnn`.
 
 Run `python -m experiments.benchmark` (`--help` for options). Every implementation runs in
-this one process on the same shapes and the same explicit precision, so the ratios against
-torch are like for like even when the machine is noisy. For each (config, implementation,
-mode) cell it reports:
+this one process on the same shapes and the same explicit precision, one cell right after the
+other, so the ratios are like for like even when the machine is noisy. For each (config,
+implementation, mode) cell it reports:
 
 - compile: seconds of `jit(f).lower(...).compile()` for JAX (tracing + XLA compilation,
   no execution); torch compiles nothing, so its first call is shown there instead;
 - ms: the median of the timed calls after warm-up, each synchronised
   (`block_until_ready`, `torch.cuda.synchronize`);
 - µs/step: ms divided by the sequential steps T·L;
-- × torch: the best torch median (default threads or 1 thread, whichever is faster on this
-  config) divided by this one (> 1 means faster than torch).
+- × torch: torch's time divided by this one (> 1 means faster than torch). On a CPU torch is
+  measured at its default thread count (`torch`) and at one thread (`torch-1t`), and the
+  faster of the two for that config and mode is the reference; the `torch ref` column names
+  which. On a loaded CPU, torch's threads wait for each other at every small op, which can make
+  a tiny config many times slower with its default threads than with one.
+- × REV (with `--baseline REV`): the time of jaxlstm as it was at git revision REV divided by
+  the current one's (> 1 means the working tree is faster than REV).
 
 Modes: `fwd` (the output) and `fwd+bwd` (the gradient of `sum(out)` with respect to every
 parameter and the input). The machine's sgemm rate is measured at the start and each
 compute-bound config's FLOP-time bound (its matmul FLOPs at that rate) is printed, so the
-distance from the hardware's limit is visible next to the distance from torch.
+distance from the hardware's limit is visible next to the distance from torch. The load average
+is printed too, with a warning when other work is running.
+
+Writes `benchmark.md` (the table), `benchmark.json` (every timing) and `benchmark.png` (the
+times per config and mode, log scale, with the ratios) into `--out-dir`.
 """
 
 from __future__ import annotations
@@ -25,7 +34,6 @@ import argparse
 import dataclasses
 import datetime
 import functools
-import json
 import math
 import os
 import platform
@@ -37,9 +45,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import jaxlstm
+from experiments import training
 from jaxlstm import LSTMConfig, init_params, lstm
 
 
@@ -73,13 +81,23 @@ class BenchConfig:
         layer counts T, as both directions can run side by side)."""
         return self.steps * self.layers
 
+    @property
+    def shape(self) -> str:
+        """`B 64, T 28, I 28, H 128, L 2`, with `, bidir` when D == 2."""
+        text = (
+            f"B {self.batch}, T {self.steps}, I {self.input_size}, H {self.hidden}, "
+            f"L {self.layers}"
+        )
+        return text + (", bidir" if self.bidirectional else "")
+
     def flops(self, backward: bool) -> float:
         """Matmul FLOPs: 2·T·B·4H·(I_k + H) per layer and direction, ×3 with the backward
         pass (which does two matmuls of the same size per forward matmul)."""
         total = 0.0
         for k in range(self.layers):
             in_k = self.input_size if k == 0 else self.directions * self.hidden
-            total += 2.0 * self.steps * self.batch * 4 * self.hidden * (in_k + self.hidden) * self.directions
+            per_direction = 2.0 * self.steps * self.batch * 4 * self.hidden * (in_k + self.hidden)
+            total += per_direction * self.directions
         return 3 * total if backward else total
 
 
@@ -96,10 +114,15 @@ CONFIGS: dict[str, BenchConfig] = {
 }
 # Left out of the default on CPU: ~3.3 TFLOP per fwd+bwd call, over a minute at ~50 GFLOP/s.
 CPU_SKIPPED = ("large",)
+# --quick: the smallest configs, a few calls each: a smoke run of every code path.
+QUICK_CONFIGS = ("sine", "digits")
+QUICK = {"repeats": 3, "warmup": 1, "budget": 1.0}
 MODES = ("fwd", "fwd+bwd")
 IMPLS = ("jaxlstm", "torch", "torch-1t", "flax", "jax.experimental.rnn")
 TORCH_IMPLS = ("torch", "torch-1t")
 JAX_PRECISION = {"fp32": "float32", "tf32": "tensorfloat32", "bf16": "bfloat16"}
+# A 1-minute load average above this before starting means other work shares the CPU.
+QUIET_LOAD = 0.5
 
 
 @dataclasses.dataclass
@@ -156,9 +179,6 @@ def _jax_sync(out: Any) -> Any:
     return jax.block_until_ready(out)
 
 
-# ----------------------------------------------------------------------------- sgemm rate
-
-
 def measure_sgemm(n: int = 2048, repeats: int = 5) -> dict[str, float]:
     """Measures float32 `n×n @ n×n` GFLOP/s through XLA (at fp32 precision) and torch.
 
@@ -191,6 +211,13 @@ def _import_torch():
     return torch
 
 
+@functools.cache
+def torch_default_threads() -> int | None:
+    """torch's intra-op thread count before this benchmark changes it (None: no torch)."""
+    torch = _import_torch()
+    return None if torch is None else torch.get_num_threads()
+
+
 def _jax_dtype(precision: str):
     return jnp.bfloat16 if precision == "bf16" else jnp.float32
 
@@ -217,18 +244,36 @@ def _jax_runner(apply: Callable[[Any, jax.Array], jax.Array], params: Any, x: ja
 
 
 def build_jaxlstm(
-    cfg: BenchConfig,
-    precision: str,
-    mode: str,
-    unroll: int | None = None,
-    custom_vjp: bool = True,
-    remat: bool = False,
+    cfg: BenchConfig, precision: str, mode: str, scan: jaxlstm.ScanOptions | None = None
 ):
-    config = LSTMConfig(cfg.input_size, cfg.hidden, num_layers=cfg.layers, bidirectional=cfg.bidirectional)
+    """The working tree's `jaxlstm.lstm`, run with `scan` (None: the backend's defaults)."""
+    config = LSTMConfig(
+        cfg.input_size, cfg.hidden, num_layers=cfg.layers, bidirectional=cfg.bidirectional
+    )
     dtype = _jax_dtype(precision)
     params = init_params(jax.random.key(0), config, dtype)
     x = jax.random.normal(jax.random.key(1), (cfg.steps, cfg.batch, cfg.input_size), dtype)
-    apply = lambda p, x: lstm(p, x, config=config, scan=jaxlstm.ScanOptions(unroll=unroll, custom_vjp=custom_vjp, remat=remat))[0]  # noqa: E731
+
+    def apply(p, x):
+        return lstm(p, x, config=config, scan=scan)[0]
+
+    return (*_jax_runner(apply, params, x, mode), _jax_sync)
+
+
+def build_baseline(cfg: BenchConfig, precision: str, mode: str, module: Any):
+    """`module.lstm` of a `--baseline` revision, through the API every revision has
+    (`LSTMConfig`, `init_params(key, config, dtype)`, `lstm(params, x, config=...)`), with that
+    revision's default options."""
+    config = module.LSTMConfig(
+        cfg.input_size, cfg.hidden, num_layers=cfg.layers, bidirectional=cfg.bidirectional
+    )
+    dtype = _jax_dtype(precision)
+    params = module.init_params(jax.random.key(0), config, dtype)
+    x = jax.random.normal(jax.random.key(1), (cfg.steps, cfg.batch, cfg.input_size), dtype)
+
+    def apply(p, x):
+        return module.lstm(p, x, config=config)[0]
+
     return (*_jax_runner(apply, params, x, mode), _jax_sync)
 
 
@@ -242,7 +287,9 @@ def build_flax(cfg: BenchConfig, precision: str, mode: str):
         in_k = cfg.input_size if k == 0 else cfg.directions * cfg.hidden
 
         def rnn(reverse: bool, in_k: int = in_k):
-            cell = nnx.OptimizedLSTMCell(in_k, cfg.hidden, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+            cell = nnx.OptimizedLSTMCell(
+                in_k, cfg.hidden, dtype=dtype, param_dtype=jnp.float32, rngs=rngs
+            )
             return nnx.RNN(cell, time_major=True, reverse=reverse, keep_order=True)
 
         if cfg.bidirectional:
@@ -275,7 +322,9 @@ def build_cudnn(cfg: BenchConfig, precision: str, mode: str):
         raise NotImplementedError("jax.experimental.rnn.lstm has no bfloat16 support")
     # Its only precision knob: HIGHEST disables TF32 in cuDNN, HIGH allows it.
     lax_precision = "highest" if precision == "fp32" else "high"
-    weights = rnn.init_lstm_weight(jax.random.key(0), cfg.input_size, cfg.hidden, cfg.layers, cfg.bidirectional)
+    weights = rnn.init_lstm_weight(
+        jax.random.key(0), cfg.input_size, cfg.hidden, cfg.layers, cfg.bidirectional
+    )
     x = jax.random.normal(jax.random.key(1), (cfg.batch, cfg.steps, cfg.input_size), jnp.float32)
     state_shape = (cfg.directions * cfg.layers, cfg.batch, cfg.hidden)
     h0 = jnp.zeros(state_shape, jnp.float32)
@@ -293,22 +342,12 @@ def build_cudnn(cfg: BenchConfig, precision: str, mode: str):
     return (*_jax_runner(apply, weights, x, mode), _jax_sync)
 
 
-_TORCH_DEFAULT_THREADS: int | None = None
-
-
 def build_torch(cfg: BenchConfig, precision: str, mode: str, threads: int | None = None):
-    """torch `nn.LSTM`; `threads` pins its CPU intra-op threads (None: torch's default).
-
-    On a loaded CPU, torch's OpenMP threads wait for each other at every small op, which can
-    make a tiny config 100× slower with 2 threads than with 1, hence the `torch-1t` row.
-    """
-    global _TORCH_DEFAULT_THREADS
+    """torch `nn.LSTM`; `threads` pins its CPU intra-op threads (None: torch's default)."""
     torch = _import_torch()
     if torch is None:
         raise ModuleNotFoundError("torch is not installed")
-    if _TORCH_DEFAULT_THREADS is None:
-        _TORCH_DEFAULT_THREADS = torch.get_num_threads()
-    num_threads = threads or _TORCH_DEFAULT_THREADS
+    num_threads = threads or torch_default_threads()
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
     # Matched precision: fp32 forbids TF32 everywhere (matmul and cuDNN), tf32 allows it.
@@ -345,13 +384,61 @@ def build_torch(cfg: BenchConfig, precision: str, mode: str, threads: int | None
     return run, None, sync
 
 
-BUILDERS = {
-    "jaxlstm": build_jaxlstm,
-    "torch": build_torch,
-    "torch-1t": functools.partial(build_torch, threads=1),
-    "flax": build_flax,
-    "jax.experimental.rnn": build_cudnn,
-}
+def make_builders(scan: jaxlstm.ScanOptions, baseline: Any = None) -> dict[str, Callable]:
+    """`{impl: builder(cfg, precision, mode) -> (run, compile_s, sync)}` for this run."""
+    builders = {
+        "jaxlstm": functools.partial(build_jaxlstm, scan=scan),
+        "torch": build_torch,
+        "torch-1t": functools.partial(build_torch, threads=1),
+        "flax": build_flax,
+        "jax.experimental.rnn": build_cudnn,
+    }
+    if baseline is not None:
+        builders[baseline.name] = functools.partial(build_baseline, module=baseline.module)
+    return builders
+
+
+# ----------------------------------------------------------------------------- ratios
+
+
+def torch_reference(cells: Sequence[Cell], cell: Cell) -> Cell | None:
+    """The faster of torch's measured thread settings for the cell's config and mode."""
+    measured = [
+        c
+        for c in cells
+        if c.config == cell.config and c.mode == cell.mode and c.impl in TORCH_IMPLS and c.median_s
+    ]
+    return min(measured, key=lambda c: c.median_s, default=None)
+
+
+def _ratio(reference: Cell | None, cell: Cell) -> float | None:
+    if reference is None or not reference.median_s or not cell.median_s:
+        return None
+    return reference.median_s / cell.median_s
+
+
+def speedup(cells: Sequence[Cell], cell: Cell) -> float | None:
+    """The reference torch median / this cell's median, same run (> 1: faster than torch)."""
+    return _ratio(torch_reference(cells, cell), cell)
+
+
+def baseline_speedup(cells: Sequence[Cell], cell: Cell, baseline: str | None) -> float | None:
+    """For a `jaxlstm` cell: the `baseline` impl's median / this one's (> 1: faster now)."""
+    if baseline is None or cell.impl != "jaxlstm":
+        return None
+    ref = [c for c in cells if (c.config, c.mode, c.impl) == (cell.config, cell.mode, baseline)]
+    return _ratio(ref[0] if ref else None, cell)
+
+
+def _gmean(values: Sequence[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def torch_label(impl: str, threads: int | None) -> str:
+    """`2 threads (default)` / `1 thread`: the thread count of a torch impl."""
+    if impl == "torch-1t":
+        return "1 thread"
+    return f"{threads} threads (default)" if threads != 1 else "1 thread (default)"
 
 
 # ----------------------------------------------------------------------------- reporting
@@ -361,47 +448,52 @@ def _fmt_ms(s: float | None) -> str:
     return "—" if s is None else (f"{s * 1e3:.3g}" if s < 1 else f"{s * 1e3:.0f}")
 
 
-def _torch_median(cells: Sequence[Cell], cell: Cell) -> float | None:
-    """The faster of torch's measured thread settings for the cell's config and mode."""
-    medians = [
-        c.median_s
-        for c in cells
-        if c.config == cell.config and c.mode == cell.mode and c.impl in TORCH_IMPLS and c.median_s
-    ]
-    return min(medians, default=None)
+def _fmt_ratio(r: float | None) -> str:
+    return "—" if r is None else f"{r:.2f}"
 
 
-def speedup(cells: Sequence[Cell], cell: Cell) -> float | None:
-    """Best torch median / this cell's median from the same run (> 1: faster than torch)."""
-    ref = _torch_median(cells, cell)
-    if ref is None or cell.median_s is None:
-        return None
-    return ref / cell.median_s
+def table_caption(threads: int | None, baseline: str | None) -> str:
+    """What the table's ratio columns mean, with torch's thread counts named."""
+    text = (
+        "ms: median per call. × torch: torch's median ÷ this row's (> 1: faster than torch), "
+        f"where torch's is the faster of torch at {torch_label('torch', threads)} and "
+        "torch-1t (1 thread) on the same config and mode, as the `torch ref` column says."
+    )
+    if baseline is not None:
+        text += f" × {baseline}: {baseline}'s median ÷ this jaxlstm row's (> 1: faster now)."
+    return text
 
 
-def markdown_table(cells: Sequence[Cell], sgemm_gflops: float) -> str:
+def markdown_table(
+    cells: Sequence[Cell], sgemm_gflops: float, threads: int | None = None,
+    baseline: str | None = None,
+) -> str:
     """The results as a markdown table, one row per cell."""
+    extra = f" × {baseline} |" if baseline else ""
     lines = [
-        "| config | impl | mode | compile s | ms | µs/step | × torch | FLOP bound ms | note |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|",
+        f"| config | impl | mode | compile s | ms | µs/step | × torch | torch ref |{extra} "
+        "FLOP bound ms | note |",
+        "|---|---|---|---:|---:|---:|---:|---|" + ("---:|" if baseline else "") + "---:|---|",
     ]
     for c in cells:
         cfg = CONFIGS[c.config]
         per_step = "—" if c.median_s is None else f"{c.median_s * 1e6 / cfg.sequential_steps:.1f}"
-        ratio = speedup(cells, c)
-        bound = (
-            f"{cfg.flops(c.mode == 'fwd+bwd') / (sgemm_gflops * 1e9) * 1e3:.0f}" if cfg.compute_bound else ""
-        )
+        ref = torch_reference(cells, c)
+        ref_name = "" if ref is None or c.median_s is None else torch_label(ref.impl, threads)
+        bound = ""
+        if cfg.compute_bound:
+            bound = f"{cfg.flops(c.mode == 'fwd+bwd') / (sgemm_gflops * 1e9) * 1e3:.0f}"
         compile_s = "—" if c.compile_s is None else f"{c.compile_s:.2f}"
+        base = f" {_fmt_ratio(baseline_speedup(cells, c, baseline))} |" if baseline else ""
         lines.append(
-            f"| {c.config} | {c.impl} | {c.mode} | {compile_s} | {_fmt_ms(c.median_s)} | {per_step} | "
-            f"{'—' if ratio is None else f'{ratio:.2f}'} | {bound} | {c.note} |"
+            f"| {c.config} | {c.impl} | {c.mode} | {compile_s} | {_fmt_ms(c.median_s)} | "
+            f"{per_step} | {_fmt_ratio(_ratio(ref, c))} | {ref_name} |{base} {bound} | {c.note} |"
         )
     return "\n".join(lines)
 
 
-def summary(cells: Sequence[Cell]) -> str:
-    """One line: jaxlstm's speedup over torch per mode (geometric mean, min) and slowest cell."""
+def summary(cells: Sequence[Cell], baseline: str | None = None) -> str:
+    """One line: jaxlstm's speedup over torch (and over the baseline) per mode."""
     parts = []
     for mode in MODES:
         ratios = [
@@ -410,15 +502,98 @@ def summary(cells: Sequence[Cell]) -> str:
             if c.impl == "jaxlstm" and c.mode == mode and (r := speedup(cells, c)) is not None
         ]
         if ratios:
-            gmean = math.exp(sum(math.log(r) for r, _ in ratios) / len(ratios))
             worst = min(ratios)
-            parts.append(f"{mode} ×{gmean:.2f} geo-mean (min ×{worst[0]:.2f} on {worst[1]})")
-    if not parts:
-        return "summary: no jaxlstm/torch pairs measured"
-    return "summary: jaxlstm vs torch, " + "; ".join(parts)
+            parts.append(
+                f"{mode} ×{_gmean([r for r, _ in ratios]):.2f} geo-mean "
+                f"(min ×{worst[0]:.2f} on {worst[1]})"
+            )
+    text = "jaxlstm vs torch, " + "; ".join(parts) if parts else "no jaxlstm/torch pairs measured"
+    if baseline is not None:
+        base = []
+        for mode in MODES:
+            ratios = [
+                r for c in cells
+                if c.mode == mode and (r := baseline_speedup(cells, c, baseline)) is not None
+            ]
+            if ratios:
+                base.append(f"{mode} ×{_gmean(ratios):.2f}")
+        text += f"; jaxlstm vs {baseline}, " + ("; ".join(base) if base else "none measured")
+    return "summary: " + text
 
 
-def environment(precision: str) -> dict[str, Any]:
+def figure(cells: Sequence[Cell], env: dict[str, Any], baseline: str | None = None) -> Any:
+    """Median times per config (groups) and implementation (bars), one panel per mode, on a
+    log axis, with torch ÷ jaxlstm (and baseline ÷ jaxlstm) written above each group."""
+    plt = training.pyplot()
+    modes = [m for m in MODES if any(c.mode == m for c in cells)]
+    configs = list(dict.fromkeys(c.config for c in cells))
+    impls = [i for i in dict.fromkeys(c.impl for c in cells)
+             if any(c.impl == i and c.median_s for c in cells)]
+    size = (max(7, 3.2 * len(configs) * len(modes)), 5.5)
+    fig, axes = plt.subplots(1, len(modes), figsize=size, squeeze=False, layout="constrained")
+    width = 0.8 / max(1, len(impls))
+    threads = env.get("torch_threads")
+    for ax, mode in zip(axes[0], modes, strict=True):
+        for j, impl in enumerate(impls):
+            xs, ys = [], []
+            for i, config in enumerate(configs):
+                found = [c for c in cells if (c.config, c.impl, c.mode) == (config, impl, mode)]
+                if found and found[0].median_s:
+                    xs.append(i + (j - (len(impls) - 1) / 2) * width)
+                    ys.append(found[0].median_s * 1e3)
+            label = impl if impl not in TORCH_IMPLS else f"{impl}, {torch_label(impl, threads)}"
+            ax.bar(xs, ys, width, label=label, color=f"C{j}")
+        for i, config in enumerate(configs):
+            ax.annotate(_ratio_text(cells, config, mode, baseline), (i, 1.0),
+                        xycoords=("data", "axes fraction"), ha="center", va="bottom", fontsize=8)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(configs)),
+                      [f"{c}\n{CONFIGS[c].shape}" for c in configs], fontsize=8)
+        ax.set(xlabel="benchmark config (batch B, time steps T, input I, hidden H, layers L)",
+               ylabel="median time per call (ms, log scale)")
+        ax.set_title(mode, pad=30)
+        ax.grid(True, axis="y", which="both", alpha=0.3)
+    axes[0, 0].legend(fontsize=8, loc="upper left")
+    load = env.get("load_average")
+    busy = " (a busy machine: noisy times)" if load and load[0] > QUIET_LOAD else ""
+    fig.suptitle(
+        f"LSTM {', '.join(modes)} on {_device_text(env)}, {env['precision']}, "
+        f"{env['date'][:10]}; load average {load[0] if load else '?'}{busy}\n"
+        "above each group: torch's time ÷ jaxlstm's (torch: the faster of its thread settings)"
+        + (f", and {baseline}'s ÷ jaxlstm's" if baseline else "") + "; > 1: jaxlstm faster",
+        fontsize=9,
+    )
+    return fig
+
+
+def _device_text(env: dict[str, Any]) -> str:
+    if env["backend"] == "cpu":
+        return f"{env['cpu_count']} CPU cores ({env['cpu']})"
+    return f"{env['device']} ({env['backend']})"
+
+
+def _ratio_text(cells: Sequence[Cell], config: str, mode: str, baseline: str | None) -> str:
+    mine = [c for c in cells if (c.config, c.impl, c.mode) == (config, "jaxlstm", mode)]
+    if not mine:
+        return ""
+    parts = []
+    if (r := speedup(cells, mine[0])) is not None:
+        parts.append(f"torch ÷ jaxlstm ×{r:.2f}")
+    if (b := baseline_speedup(cells, mine[0], baseline)) is not None:
+        parts.append(f"{baseline} ÷ jaxlstm ×{b:.2f}")
+    return "\n".join(parts)
+
+
+def load_average() -> list[float] | None:
+    """The 1-, 5- and 15-minute load averages (None where the OS has none)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def environment(precision: str, baseline: Any = None) -> dict[str, Any]:
+    """The machine, the versions, torch's default thread count and the load, for the record."""
     torch = _import_torch()
     dev = jax.devices()[0]
     return {
@@ -427,108 +602,209 @@ def environment(precision: str) -> dict[str, Any]:
         "backend": jax.default_backend(),
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
+        "load_average": load_average(),
         "python": platform.python_version(),
         "jax": jax.__version__,
         "jaxlstm": jaxlstm.__version__,
+        "baseline": None if baseline is None else {"rev": baseline.rev, "commit": baseline.commit},
         "torch": None if torch is None else torch.__version__,
-        "torch_threads": None if torch is None else torch.get_num_threads(),
+        "torch_threads": torch_default_threads(),
         "precision": precision,
     }
 
 
-# ----------------------------------------------------------------------------- main
+def environment_line(env: dict[str, Any]) -> str:
+    """The environment in one line (printed first and written above the table)."""
+    load = env["load_average"]
+    load_text = "unknown" if load is None else "/".join(f"{v:.2f}" for v in load)
+    base = env["baseline"]
+    return (
+        f"device: {_device_text(env)}, load average "
+        f"{load_text} (1/5/15 min); jax {env['jax']}, torch {env['torch']} "
+        f"({env['torch_threads']} threads by default); precision {env['precision']}"
+        + (f"; baseline {base['rev']} = {base['commit'][:12]}" if base else "")
+    )
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m experiments.benchmark", description=__doc__.splitlines()[0])
+def load_warning(env: dict[str, Any]) -> str | None:
+    """A warning when the machine was not quiet at the start (None when it was)."""
+    load = env["load_average"]
+    if load is None or load[0] <= QUIET_LOAD:
+        return None
+    return (
+        f"warning: the load average is {load[0]:.2f} (> {QUIET_LOAD}): other work is sharing "
+        f"the {env['cpu_count']} CPUs, so times are slower and noisier than on a quiet machine "
+        "(the ratios within this run stay comparable)"
+    )
+
+
+# ----------------------------------------------------------------------------- command line
+
+EPILOG = (
+    "Writes benchmark.md, benchmark.json and benchmark.png into --out-dir. 'ms' is the median "
+    "of the timed calls; 'x torch' is torch's median divided by the row's (> 1: faster than "
+    "torch), torch's being the faster of torch at its default thread count and torch-1t at one "
+    "thread, as the 'torch ref' column says. Before vs after a change in one run: "
+    "'python -m experiments.benchmark --configs digits --baseline HEAD' times the working "
+    "tree's jaxlstm and the last commit's side by side ('x jaxlstm@<hash>' > 1: faster now)."
+)
+
+
+def parser() -> training.ArgumentParser:
+    """The benchmark's flags."""
+    p = training.ArgumentParser(prog="python -m experiments.benchmark",
+                                description=__doc__.split("\n\n")[0], epilog=EPILOG)
     p.add_argument("--configs", default=None,
-                   help=f"comma-separated, from {list(CONFIGS)} (default: all on GPU; on CPU all but "
-                        f"{list(CPU_SKIPPED)}, whose fwd+bwd takes over a minute per call there)")
+                   help=f"comma-separated, from {list(CONFIGS)} (default: all on GPU; on CPU all "
+                   f"but {list(CPU_SKIPPED)}, whose fwd+bwd takes over a minute per call there; "
+                   f"with --quick: {','.join(QUICK_CONFIGS)})")
     p.add_argument("--impls", default=",".join(IMPLS), help=f"comma-separated, from {list(IMPLS)}")
     p.add_argument("--modes", default=",".join(MODES), help="comma-separated, from fwd, fwd+bwd")
     p.add_argument("--precision", choices=list(JAX_PRECISION), default="fp32",
                    help="fp32: full float32 matmuls in both frameworks; tf32: TF32 matmuls (GPU); "
-                        "bf16: bfloat16 parameters/inputs (jaxlstm keeps the cell state in float32)")
+                   "bf16: bfloat16 parameters/inputs (jaxlstm keeps the cell state in float32)")
     p.add_argument("--repeats", type=int, default=10, help="timed calls per cell (median reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls after the first")
     p.add_argument("--budget", type=float, default=20.0,
                    help="seconds of timed calls per cell after which it stops repeating")
-    p.add_argument("--quick", action="store_true", help="smoke test: --repeats 2 --warmup 0 --budget 2")
-    p.add_argument("--unroll", type=int, default=None,
-                   help="jaxlstm's scan unroll (default: the backend's, see jaxlstm.ScanOptions.resolve)")
-    p.add_argument("--custom-vjp", action=argparse.BooleanOptionalAction, default=True,
-                   help="jaxlstm's hand-written backward pass (--no-custom-vjp: autodiff of the scan)")
-    p.add_argument("--remat", action="store_true",
-                   help="jaxlstm recomputes the gates in the backward pass (less activation memory)")
-    p.add_argument("--json", default="runs/benchmark/benchmark.json", help="where to write the results as JSON")
-    args = p.parse_args(argv)
+    p.add_argument("--quick", action="store_true",
+                   help=f"smoke run in well under a minute: --configs {','.join(QUICK_CONFIGS)} "
+                   f"(unless given) --repeats {QUICK['repeats']} --warmup {QUICK['warmup']} "
+                   f"--budget {QUICK['budget']}, and a smaller sgemm")
+    p.add_argument("--baseline", metavar="REV", default=None,
+                   help="also time jaxlstm as it was at git revision REV (a hash, tag, branch, "
+                   "HEAD, HEAD~3, ...) in this process, right after the current jaxlstm on every "
+                   "config and mode, as the impl jaxlstm@<hash> with its own default options; "
+                   "the table gets a column of REV's time ÷ the current one's")
+    j = p.add_argument_group("jaxlstm's scan options (one jaxlstm.ScanOptions)")
+    j.add_argument("--unroll", type=int, default=None,
+                   help="time steps per loop iteration (default: the backend's, see "
+                   "jaxlstm.ScanOptions.resolve)")
+    j.add_argument("--custom-vjp", action=argparse.BooleanOptionalAction, default=True,
+                   help="the hand-written backward pass (--no-custom-vjp: autodiff of the scan)")
+    j.add_argument("--remat", action="store_true",
+                   help="recompute the gates in the backward pass (less activation memory)")
+    j.add_argument("--fuse-directions", action=argparse.BooleanOptionalAction, default=None,
+                   help="both directions of a bidirectional layer in one scan (default: the "
+                   "backend's)")
+    p.add_argument("--out-dir", default=None,
+                   help="where benchmark.md, benchmark.json and benchmark.png go (default: "
+                   "runs/benchmark, or runs/benchmark-quick with --quick)")
+    return p
+
+
+def _split_list(field: str, text: str, allowed: Sequence[str]) -> list[str]:
+    values = [v for v in text.split(",") if v]
+    bad = [v for v in values if v not in allowed]
+    if bad or not values:
+        raise training.UsageError(
+            f"--{field} must be a comma-separated list from {list(allowed)}, got {text!r}"
+        )
+    return values
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The checked flags; `args.scan` is the `jaxlstm.ScanOptions` of the jaxlstm flags.
+
+    Raises:
+        experiments.training.UsageError: an unknown flag or value (the message names it).
+    """
+    args = parser().parse_args(argv)
     if args.quick:
-        args.repeats, args.warmup, args.budget = 2, 0, 2.0
+        args.repeats, args.warmup, args.budget = QUICK["repeats"], QUICK["warmup"], QUICK["budget"]
     if args.configs is None:
         on_cpu = jax.default_backend() == "cpu"
-        args.configs = ",".join(c for c in CONFIGS if not (on_cpu and c in CPU_SKIPPED))
-    for field, allowed in (("configs", CONFIGS), ("impls", IMPLS), ("modes", MODES)):
-        values = [v for v in getattr(args, field).split(",") if v]
-        bad = [v for v in values if v not in allowed]
-        if bad:
-            p.error(f"--{field}: unknown {bad}, choose from {list(allowed)}")
-        setattr(args, field, values)
+        everything = [c for c in CONFIGS if not (on_cpu and c in CPU_SKIPPED)]
+        default = QUICK_CONFIGS if args.quick else everything
+        args.configs = ",".join(default)
+    args.configs = _split_list("configs", args.configs, list(CONFIGS))
+    args.impls = _split_list("impls", args.impls, IMPLS)
+    args.modes = _split_list("modes", args.modes, MODES)
+    for flag, value in (("repeats", args.repeats), ("budget", args.budget)):
+        if not value > 0:
+            raise training.UsageError(f"--{flag} must be positive, got {value}")
+    if args.warmup < 0:
+        raise training.UsageError(f"--warmup must be >= 0, got {args.warmup}")
+    if args.unroll is not None and args.unroll < 1:
+        raise training.UsageError(f"--unroll must be a positive integer, got {args.unroll}")
+    args.scan = jaxlstm.ScanOptions(unroll=args.unroll, custom_vjp=args.custom_vjp,
+                                    remat=args.remat, fuse_directions=args.fuse_directions)
+    args.out_dir = args.out_dir or ("runs/benchmark-quick" if args.quick else "runs/benchmark")
     return args
 
 
-def run_benchmark(args: argparse.Namespace, log: Callable[[str], None]) -> tuple[list[Cell], dict[str, Any]]:
+# ----------------------------------------------------------------------------- running
+
+
+def _skip_reason(impl: str, precision: str, on_gpu: bool) -> str:
+    """Why a cell cannot run here ("" if it can)."""
+    if impl == "jax.experimental.rnn" and not on_gpu:
+        return "GPU only"
+    if impl == "torch-1t" and on_gpu:
+        return "CPU only"
+    if impl in TORCH_IMPLS and _import_torch() is None:
+        return "torch not installed"
+    if precision == "tf32" and not on_gpu:
+        return "tf32 needs a GPU"
+    return ""
+
+
+def measure_cell(
+    cell: Cell, builder: Callable, args: argparse.Namespace, threads: int | None
+) -> None:
+    """Builds and times one cell, filling in its times and notes."""
+    try:
+        run, compile_s, sync = builder(CONFIGS[cell.config], args.precision, cell.mode)
+        first, times = _time_calls(
+            run, sync, warmup=args.warmup, repeats=args.repeats, budget_s=args.budget
+        )
+    except (NotImplementedError, RuntimeError, ModuleNotFoundError) as e:
+        cell.note = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:80]}"
+        return
+    # JAX: the AOT compile time; torch compiles nothing, so its first call is shown.
+    cell.compile_s = first if compile_s is None else compile_s
+    cell.times_s = times
+    cell.median_s = statistics.median(times)
+    notes = []
+    if cell.impl in TORCH_IMPLS:
+        notes.append(f"{torch_label(cell.impl, threads)}; compile s = first call")
+    if len(times) < args.repeats:
+        notes.append(f"{len(times)} timed calls (budget)")
+    cell.note = "; ".join(notes)
+
+
+def work_list(args: argparse.Namespace, baseline: str | None) -> list[tuple[str, str, str]]:
+    """`(config, impl, mode)` in running order: per config and mode, every impl in turn, the
+    baseline right after the current jaxlstm."""
+    impls = list(args.impls)
+    if baseline is not None:
+        impls.insert(impls.index("jaxlstm") + 1 if "jaxlstm" in impls else 0, baseline)
+    return [(c, i, m) for c in args.configs for m in args.modes for i in impls]
+
+
+def run_benchmark(
+    args: argparse.Namespace, log: Callable[[str], None], baseline: Any = None
+) -> list[Cell]:
     """Measures every requested cell; logs a progress line per cell."""
     on_gpu = jax.default_backend() == "gpu"
-    torch = _import_torch()
+    builders = make_builders(args.scan, baseline)
+    threads = torch_default_threads()
     cells: list[Cell] = []
-    work = [(c, i, m) for c in args.configs for m in args.modes for i in args.impls]
+    work = work_list(args, None if baseline is None else baseline.name)
     for n, (cname, impl, mode) in enumerate(work, 1):
-        cfg = CONFIGS[cname]
-        cell = Cell(cname, impl, mode)
-        if impl == "jax.experimental.rnn" and not on_gpu:
-            cell.note = "GPU only"
-        elif impl == "torch-1t" and on_gpu:
-            cell.note = "CPU only"
-        elif impl in TORCH_IMPLS and torch is None:
-            cell.note = "torch not installed"
-        elif args.precision == "tf32" and not on_gpu:
-            cell.note = "tf32 needs a GPU"
-        else:
-            try:
-                builder = BUILDERS[impl]
-                if impl == "jaxlstm":
-                    builder = functools.partial(builder, unroll=args.unroll, custom_vjp=args.custom_vjp, remat=args.remat)
-                run, compile_s, sync = builder(cfg, args.precision, mode)
-                first, times = _time_calls(
-                    run, sync, warmup=args.warmup, repeats=args.repeats, budget_s=args.budget
-                )
-                # JAX: the AOT compile time; torch compiles nothing, so its first call is shown.
-                cell.compile_s = first if compile_s is None else compile_s
-                cell.times_s = times
-                cell.median_s = statistics.median(times)
-                if impl in TORCH_IMPLS:
-                    cell.note = "first call (no compilation)"
-                if len(times) < args.repeats:
-                    cell.note = (cell.note + "; " if cell.note else "") + f"{len(times)} timed calls (budget)"
-            except (NotImplementedError, RuntimeError, ModuleNotFoundError) as e:
-                cell.note = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:80]}"
+        cell = Cell(cname, impl, mode, note=_skip_reason(impl, args.precision, on_gpu))
+        if not cell.note:
+            measure_cell(cell, builders[impl], args, threads)
         cells.append(cell)
-        took = "" if cell.median_s is None else f"{cell.median_s * 1e3:.2f} ms (median of {len(cell.times_s)})"
+        took = ""
+        if cell.median_s is not None:
+            took = f"{cell.median_s * 1e3:.2f} ms (median of {len(cell.times_s)})"
         comp = "" if cell.compile_s is None else f", compile {cell.compile_s:.2f} s"
         log(f"[{n}/{len(work)}] {cname:9s} {impl:20s} {mode:7s} {took}{comp} {cell.note}".rstrip())
-    return cells, environment(args.precision)
+    return cells
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Runs the benchmark, prints the table and summary, writes the JSON; returns its content."""
-    args = parse_args(argv)
-    jax.config.update("jax_default_matmul_precision", JAX_PRECISION[args.precision])
-    log = functools.partial(print, file=sys.stderr, flush=True)
-    env = environment(args.precision)
-    log(f"device: {env['device']} ({env['backend']}), {env['cpu_count']} CPUs; jax {env['jax']}, "
-        f"torch {env['torch']} ({env['torch_threads']} threads); precision {args.precision}")
-    n = 1024 if args.quick else 2048
-    sgemm = measure_sgemm(n, repeats=3 if args.quick else 5)
+def _print_bounds(args: argparse.Namespace, sgemm: dict[str, float], n: int) -> None:
     rates = ", ".join(f"{k} {v:.0f}" for k, v in sgemm.items() if k != "best")
     print(f"sgemm rate ({n}³ float32): {sgemm['best']:.0f} GFLOP/s (best of: {rates})")
     for cname in args.configs:
@@ -537,31 +813,79 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             fwd, bwd = (cfg.flops(b) / (sgemm["best"] * 1e9) * 1e3 for b in (False, True))
             print(f"FLOP-time bound {cname}: fwd {fwd:.0f} ms, fwd+bwd {bwd:.0f} ms "
                   f"({cfg.flops(False) / 1e9:.1f} / {cfg.flops(True) / 1e9:.1f} GFLOP)")
-    cells, env = run_benchmark(args, log)
-    print()
-    print(markdown_table(cells, sgemm["best"]))
-    print()
-    print(summary(cells))
+
+
+def cell_record(cells: Sequence[Cell], c: Cell, baseline: str | None) -> dict[str, Any]:
+    """One cell of benchmark.json: its times, the ratios and torch's reference impl."""
+    ref = torch_reference(cells, c)
+    steps = CONFIGS[c.config].sequential_steps
+    return {
+        **dataclasses.asdict(c),
+        "speedup_vs_torch": _ratio(ref, c),
+        "torch_reference": None if ref is None else ref.impl,
+        "speedup_vs_baseline": baseline_speedup(cells, c, baseline),
+        "us_per_step": None if c.median_s is None else c.median_s * 1e6 / steps,
+    }
+
+
+def write_outputs(args: argparse.Namespace, result: dict[str, Any], report: str,
+                  cells: Sequence[Cell], baseline: str | None) -> list[str]:
+    """benchmark.json, benchmark.md and benchmark.png in `args.out_dir`; returns the paths."""
+    os.makedirs(args.out_dir, exist_ok=True)
+    json_path = os.path.join(args.out_dir, "benchmark.json")
+    md_path = os.path.join(args.out_dir, "benchmark.md")
+    training.write_json(json_path, result)
+    with open(md_path, "w") as f:
+        f.write(report + "\n")
+    pngs = training.save_figures(
+        args.out_dir, {"benchmark.png": figure(cells, result["environment"], baseline)}
+    )
+    return [md_path, json_path, *pngs]
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Runs the benchmark, prints the table and summary, writes the files; returns the JSON.
+
+    Raises:
+        experiments.training.UsageError: a flag is unknown or has an impossible value, or
+            --baseline names no revision with a jaxlstm package.
+    """
+    args = parse_args(argv)
+    jax.config.update("jax_default_matmul_precision", JAX_PRECISION[args.precision])
+    log = functools.partial(print, file=sys.stderr, flush=True)
+    baseline = None
+    if args.baseline is not None:
+        from experiments.baseline import load_baseline
+
+        baseline = load_baseline(args.baseline)
+    env = environment(args.precision, baseline)
+    log(environment_line(env))
+    if warning := load_warning(env):
+        log(warning)
+    n = 512 if args.quick else 2048
+    sgemm = measure_sgemm(n, repeats=3 if args.quick else 5)
+    _print_bounds(args, sgemm, n)
+    cells = run_benchmark(args, log, baseline)
+    base_name = None if baseline is None else baseline.name
+    table = markdown_table(cells, sgemm["best"], env["torch_threads"], base_name)
+    line = summary(cells, base_name)
+    caption = table_caption(env["torch_threads"], base_name)
+    head = [environment_line(env), load_warning(env), caption]
+    report = "\n\n".join([text for text in head if text] + [table, line])
+    print(f"\n{caption}\n\n{table}\n\n{line}")
+    env["load_average_at_end"] = load_average()
     result = {
         "environment": env,
         "sgemm_gflops": sgemm,
-        "args": {k: v for k, v in vars(args).items() if k != "json"},
+        "args": {**vars(args), "scan": dataclasses.asdict(args.scan)},
         "configs": {c: dataclasses.asdict(CONFIGS[c]) for c in args.configs},
-        "cells": [
-            {**dataclasses.asdict(c), "speedup_vs_torch": speedup(cells, c),
-             "us_per_step": None if c.median_s is None else c.median_s * 1e6 / CONFIGS[c.config].sequential_steps}
-            for c in cells
-        ],
-        "summary": summary(cells),
+        "cells": [cell_record(cells, c, base_name) for c in cells],
+        "summary": line,
     }
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
-        log(f"wrote {args.json}")
+    paths = write_outputs(args, result, report, cells, base_name)
+    log(f"wrote {', '.join(paths)}")
     return result
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=4)
-    main()
+    training.entry_point(main)

@@ -24,8 +24,10 @@ matches this classifier is written out in `TORCH_CLASSIFIER` below.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -39,12 +41,20 @@ from experiments import training
 from jaxlstm.torch_io import read_state_dict
 
 __all__ = [
+    "DATASETS",
+    "PRESETS",
     "TORCH_CLASSIFIER",
     "Classifier",
+    "ModelChoice",
+    "choose_model",
     "counting_data",
     "digits_data",
+    "eval_fn",
+    "figures",
     "load_torch_classifier",
     "main",
+    "make_dataset",
+    "parser",
 ]
 
 Array = jax.Array
@@ -151,11 +161,15 @@ def digits_data(seed: int = 0) -> dict[str, np.ndarray]:
     data = load_digits()
     x = (data.images / 16.0).astype(np.float32)
     y = data.target.astype(np.int32)
-    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, random_state=seed, stratify=y)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=0.25, random_state=seed, stratify=y
+    )
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
 
 
-def counting_data(rng: np.random.Generator, n: int, max_len: int = COUNT_MAX_LEN) -> dict[str, np.ndarray]:
+def counting_data(
+    rng: np.random.Generator, n: int, max_len: int = COUNT_MAX_LEN
+) -> dict[str, np.ndarray]:
     """`n` sequences of the counting task, padded with zeros to `max_len`.
 
     Tokens are A, B, C, D with probabilities drawn per sequence (so either A or B can dominate);
@@ -220,7 +234,7 @@ def make_dataset(name: str, seed: int) -> dict[str, Any]:
         return {
             "input_size": COUNT_TOKENS,
             "num_classes": 2,
-            "class_names": ["#A < #B", "#A > #B"],
+            "class_names": ["more B than A", "more A than B"],
             "test": counting_data(np.random.default_rng(COUNT_TEST_SEED), COUNT_TEST_SIZE),
             "batch_fn": batch_fn,
             "train_size": None,  # fresh sequences every step
@@ -262,7 +276,8 @@ def load_torch_classifier(
     else:
         sd = {k: jaxlstm.torch_io.to_numpy(v) for k, v in path_or_state_dict.items()}
         where = "the torch state_dict"
-    unexpected = sorted(k for k in sd if not (k.startswith("lstm.") or k in ("fc.weight", "fc.bias")))
+    head = ("fc.weight", "fc.bias")
+    unexpected = sorted(k for k in sd if not (k.startswith("lstm.") or k in head))
     missing = [k for k in ("fc.weight", "fc.bias") if k not in sd]
     if unexpected or missing:
         raise ValueError(
@@ -280,11 +295,14 @@ def load_torch_classifier(
     if tuple(sd["fc.weight"].shape) != expected_fc or tuple(sd["fc.bias"].shape) != (num_classes,):
         raise ValueError(
             f"{where}: fc.weight must have shape {expected_fc} and fc.bias ({num_classes},) for "
-            f"{num_classes} classes and {features} LSTM features, got {tuple(sd['fc.weight'].shape)} "
+            f"{num_classes} classes and {features} LSTM features, got "
+            f"{tuple(sd['fc.weight'].shape)} "
             f"and {tuple(sd['fc.bias'].shape)}"
         )
     if not config.bias:
-        raise ValueError(f"{where}: the LSTM has no biases (bias=False); this classifier expects lstm.bias_*")
+        raise ValueError(
+            f"{where}: the LSTM has no biases (bias=False); this classifier expects lstm.bias_*"
+        )
     model = Classifier(
         config.input_size,
         config.hidden_size,
@@ -303,8 +321,16 @@ def load_torch_classifier(
 # --------------------------------------------------------------------------- steps
 
 
-def loss_fn(model: Classifier, batch: dict[str, Array], carry: Any) -> tuple[Array, tuple[dict, Any]]:
-    """Mean softmax cross-entropy and batch accuracy on `{"x": [B, T, I], "y": [B][, "lengths": [B]]}`."""
+def loss_fn(
+    model: Classifier, batch: dict[str, Array], carry: Any
+) -> tuple[Array, tuple[dict, Any]]:
+    """Mean softmax cross-entropy and batch accuracy.
+
+    Args:
+        model: the classifier.
+        batch: `{"x": [B, T, I], "y": [B]}`, with `"lengths": [B]` for padded sequences.
+        carry: unused (None), passed through.
+    """
     logits = model(batch["x"], batch.get("lengths"))
     loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]))
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["y"])
@@ -320,131 +346,159 @@ PRESETS = {
     "digits": {"steps": 1500, "batch_size": 64, "hidden_size": 64, "num_layers": 1, "lr": 1e-2},
     "counting": {"steps": 600, "batch_size": 64, "hidden_size": 32, "num_layers": 1, "lr": 1e-2},
 }
+SHARED_DEFAULTS = {"save_every": 200, "log_every": 50}
 QUICK = {"steps": 8, "batch_size": 8, "hidden_size": 8, "log_every": 4, "save_every": 4}
 
 
-def parser(dataset: str = "digits") -> argparse.ArgumentParser:
-    """The command-line flags, with `dataset`'s defaults."""
-    d = PRESETS[dataset]
+def _per_dataset(dest: str) -> str:
+    return ", ".join(f"{PRESETS[d][dest]:g} with --dataset {d}" for d in DATASETS)
+
+
+def parser(dataset: str = "digits") -> training.ArgumentParser:
+    """The command-line flags, with `dataset`'s defaults (`--help` lists every dataset's)."""
+    notes = {dest: _per_dataset(dest) for dest in PRESETS[dataset]}
+    notes["out_dir"] = (
+        "runs/classify-DATASET, with -bidirectional, -torch-weights and -quick appended for "
+        "such runs"
+    )
     p = training.base_parser(
         "python -m experiments.classify",
         __doc__.split("\n\n")[0],
-        steps=d["steps"],
-        batch_size=d["batch_size"],
-        hidden_size=d["hidden_size"],
-        num_layers=d["num_layers"],
-        lr=d["lr"],
-        out_dir="runs/classify",
-        save_every=200,
-        log_every=50,
+        defaults={**PRESETS[dataset], **SHARED_DEFAULTS},
+        quick=QUICK,
+        default_notes=notes,
     )
     p.add_argument(
         "--dataset",
         choices=DATASETS,
         default="digits",
-        help="digits: sklearn 8x8 digits, rows as steps; counting: variable-length 'more A than B?' "
-        "(the defaults of --steps, --batch-size, ... depend on it)",
+        help="digits: sklearn 8x8 digits, rows as steps; counting: variable-length 'more A than "
+        "B?' (it selects the defaults of --steps, --batch-size, --hidden-size, --num-layers, "
+        "--lr)",
     )
     p.add_argument("--bidirectional", action="store_true", help="a bidirectional LSTM")
-    p.add_argument("--dropout", type=float, default=0.0, help="dropout between LSTM layers (needs --num-layers > 1)")
-    p.add_argument("--warmup-steps", type=int, default=30, help="linear learning-rate warm-up steps")
+    p.add_argument("--dropout", type=float, default=0.0,
+                   help="dropout between LSTM layers (needs --num-layers > 1)")
+    p.add_argument("--warmup-steps", type=int, default=30,
+                   help="linear learning-rate warm-up steps")
     p.add_argument(
         "--torch-weights",
         metavar="FILE",
         default=None,
-        help="start from a PyTorch classifier's state_dict (.pt or .safetensors, keys lstm.* and fc.*); "
-        "its structure replaces --hidden-size/--num-layers/--bidirectional",
+        help="start from a PyTorch classifier's state_dict (.pt or .safetensors, keys lstm.* "
+        "and fc.*); its structure replaces --hidden-size/--num-layers/--bidirectional",
     )
     return p
 
 
-def accuracy_and_confusion(logits: np.ndarray, y: np.ndarray, num_classes: int) -> tuple[float, np.ndarray]:
-    """Accuracy and the `[C, C]` confusion matrix (rows: true class, columns: predicted)."""
-    pred = np.argmax(logits, -1)
-    confusion = np.zeros((num_classes, num_classes), np.int64)
-    np.add.at(confusion, (y, pred), 1)
-    return float(np.mean(pred == y)), confusion
-
-
-def plot_confusion(path: str, confusion: np.ndarray, names: list[str], title: str) -> None:
-    """Writes the confusion matrix as an annotated heat map."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(names)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.5 * n + 2, 0.5 * n + 2.5))
-    im = ax.imshow(confusion, cmap="Blues")
-    ax.set_xticks(range(n), names, rotation=45 if n <= 3 else 0)
-    ax.set_yticks(range(n), names)
-    ax.set(xlabel="predicted", ylabel="true", title=title)
-    top = confusion.max() if confusion.size else 0
-    for i in range(n):
-        for j in range(n):
-            color = "white" if confusion[i, j] > top / 2 else "black"
-            ax.text(j, i, str(confusion[i, j]), ha="center", va="center", color=color, fontsize=8)
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Runs the experiment; returns the metrics it writes to `--out-dir`/metrics.json.
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The checked flags, with the defaults of the dataset `--dataset` names.
 
     Raises:
-        ValueError: a flag has an impossible value, or --torch-weights does not fit.
-        experiments.training.CheckpointError: see `experiments.training.Checkpoints`.
+        experiments.training.UsageError: a flag is unknown or has an impossible value.
     """
-    t_start = time.perf_counter()
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = training.ArgumentParser(add_help=False)
     pre.add_argument("--dataset", choices=DATASETS, default="digits")
     known, _ = pre.parse_known_args(argv)
-    args = training.parse_args(parser(known.dataset), argv, QUICK)
+    args = training.parse_args(parser(known.dataset), argv)
     if not 0.0 <= args.dropout < 1.0:
-        raise ValueError(f"--dropout must be in [0, 1), got {args.dropout}")
+        raise training.UsageError(f"--dropout must be in [0, 1), got {args.dropout}")
     if args.warmup_steps < 0:
-        raise ValueError(f"--warmup-steps must be >= 0, got {args.warmup_steps}")
+        raise training.UsageError(f"--warmup-steps must be >= 0, got {args.warmup_steps}")
+    return args
 
-    data = make_dataset(args.dataset, args.seed)
-    num_classes, input_size = data["num_classes"], data["input_size"]
-    initial_accuracy = None
-    if args.torch_weights is not None:
-        torch_model = load_torch_classifier(args.torch_weights, input_size=input_size, num_classes=num_classes)
-        cfg = torch_model.lstm.config
-        args.hidden_size, args.num_layers, args.bidirectional = cfg.hidden_size, cfg.num_layers, cfg.bidirectional
-        logits = training.evaluate(torch_model, eval_fn, data["test"])["logits"]
-        initial_accuracy, _ = accuracy_and_confusion(logits, data["test"]["y"], num_classes)
-        print(
-            f"classify: the PyTorch weights in {args.torch_weights} (H={cfg.hidden_size}, "
-            f"L={cfg.num_layers}, bidirectional={cfg.bidirectional}) score {initial_accuracy:.2%} "
-            "test accuracy before training",
-            flush=True,
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelChoice:
+    """The classifier a run trains: its structure, and where its first weights come from.
+
+    Attributes:
+        hidden_size, num_layers, bidirectional, proj_size, dropout: the structure.
+        torch_weights: the `--torch-weights` file, or None for a fresh initialisation.
+        loaded: the classifier holding those weights (None without a file).
+        initial_accuracy: its test accuracy before any training (None without a file).
+    """
+
+    hidden_size: int
+    num_layers: int
+    bidirectional: bool
+    proj_size: int = 0
+    dropout: float = 0.0
+    torch_weights: str | None = None
+    loaded: Classifier | None = None
+    initial_accuracy: float | None = None
+
+    def make(self, rngs: nnx.Rngs, input_size: int, num_classes: int) -> Classifier:
+        """A classifier of this structure; with `loaded`, holding copies of its weights."""
+        model = Classifier(
+            input_size,
+            self.hidden_size,
+            self.num_layers,
+            num_classes,
+            bidirectional=self.bidirectional,
+            dropout=self.dropout,
+            proj_size=self.proj_size,
+            rngs=rngs,
         )
-        proj_size = cfg.proj_size
+        if self.loaded is not None:
+            params = nnx.state(self.loaded, nnx.Param)
+            nnx.update(model, jax.tree.map(jnp.array, params))
+        return model
 
-        def make_model(rngs):
-            return load_torch_classifier(args.torch_weights, input_size=input_size, num_classes=num_classes, rngs=rngs)
-    else:
-        proj_size = 0
 
-        def make_model(rngs):
-            return Classifier(
-                input_size,
-                args.hidden_size,
-                args.num_layers,
-                num_classes,
-                bidirectional=args.bidirectional,
-                dropout=args.dropout,
-                rngs=rngs,
-            )
+def choose_model(args: argparse.Namespace, data: dict[str, Any]) -> ModelChoice:
+    """The model the flags ask for; with `--torch-weights`, the file is read here, once.
 
+    Raises:
+        experiments.training.UsageError: the --torch-weights file is missing or does not fit
+            the dataset.
+    """
+    if args.torch_weights is None:
+        return ModelChoice(args.hidden_size, args.num_layers, args.bidirectional,
+                           dropout=args.dropout)
+    try:
+        loaded = load_torch_classifier(
+            args.torch_weights, input_size=data["input_size"], num_classes=data["num_classes"]
+        )
+    except (OSError, ValueError) as e:
+        message = str(e)
+        if not message.startswith("--torch-weights"):
+            message = f"--torch-weights {args.torch_weights!r}: {message}"
+        raise training.UsageError(message) from e
+    cfg = loaded.lstm.config
+    logits = training.evaluate(loaded, eval_fn, data["test"])["logits"]
+    accuracy, _ = accuracy_and_confusion(logits, data["test"]["y"], data["num_classes"])
+    print(
+        f"classify: the PyTorch weights in {args.torch_weights} (H={cfg.hidden_size}, "
+        f"L={cfg.num_layers}, bidirectional={cfg.bidirectional}) score {accuracy:.2%} "
+        "test accuracy before training",
+        flush=True,
+    )
+    return ModelChoice(cfg.hidden_size, cfg.num_layers, cfg.bidirectional, cfg.proj_size,
+                       args.dropout, args.torch_weights, loaded, accuracy)
+
+
+def default_out_dir(args: argparse.Namespace, choice: ModelChoice) -> str:
+    """`runs/classify-<dataset>[-bidirectional][-torch-weights][-quick]`: one directory per
+    kind of run."""
+    name = f"classify-{args.dataset}"
+    if choice.bidirectional:
+        name += "-bidirectional"
+    if choice.torch_weights is not None:
+        name += "-torch-weights"
+    return training.default_out_dir(name, quick=args.quick)
+
+
+def make_task(args: argparse.Namespace, data: dict[str, Any], choice: ModelChoice) -> training.Task:
+    """The `training.Task` of the flags, the dataset and the chosen model."""
     schedule = training.cosine_schedule(args.lr, args.steps, args.warmup_steps)
-    batch_size = args.batch_size
-    task = training.Task(
+    batch_size, input_size, num_classes = args.batch_size, data["input_size"], data["num_classes"]
+    return training.Task(
         name=f"classify:{args.dataset}",
-        make_model=make_model,
+        make_model=lambda rngs: choice.make(rngs, input_size, num_classes),
         tx=optax.adam(schedule),
         loss_fn=loss_fn,
         batch_fn=lambda step: data["batch_fn"](step, batch_size),
@@ -453,10 +507,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "task": f"classify:{args.dataset}",
                 "input_size": input_size,
                 "num_classes": num_classes,
-                "hidden_size": args.hidden_size,
-                "num_layers": args.num_layers,
-                "bidirectional": args.bidirectional,
-                "proj_size": proj_size,
+                "hidden_size": choice.hidden_size,
+                "num_layers": choice.num_layers,
+                "bidirectional": choice.bidirectional,
+                "proj_size": choice.proj_size,
             },
             "run": {
                 "seed": args.seed,
@@ -465,19 +519,158 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "lr": args.lr,
                 "warmup_steps": args.warmup_steps,
                 "dropout": args.dropout,
-                "torch_weights": args.torch_weights,
+                "torch_weights": choice.torch_weights,
             },
         },
         lr_fn=lambda step: float(schedule(step)),
     )
-    result = training.train(task, **training.train_options(args))
+
+
+def accuracy_and_confusion(
+    logits: np.ndarray, y: np.ndarray, num_classes: int
+) -> tuple[float, np.ndarray]:
+    """Accuracy and the `[C, C]` confusion matrix (rows: true class, columns: predicted)."""
+    pred = np.argmax(logits, -1)
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(confusion, (y, pred), 1)
+    return float(np.mean(pred == y)), confusion
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def confusion_figure(confusion: np.ndarray, names: list[str], title: str) -> Any:
+    """The confusion matrix as an annotated heat map (rows: true class, columns: predicted)."""
+    plt = training.pyplot()
+    n = len(names)
+    longest = max(len(name) for name in names)
+    rotate = n * longest > 40  # long names side by side would overlap
+    size = (max(6.5, 0.55 * n + 4), max(5, 0.5 * n + 3))
+    fig, ax = plt.subplots(figsize=size, layout="constrained")
+    im = ax.imshow(confusion, cmap="Blues")
+    ax.set_xticks(range(n), names, rotation=30 if rotate else 0, ha="right" if rotate else "center")
+    ax.set_yticks(range(n), names)
+    ax.set(xlabel="predicted class", ylabel="true class")
+    ax.set_title(title, fontsize=10)
+    top = confusion.max() if confusion.size else 0
+    for i in range(n):
+        for j in range(n):
+            color = "white" if confusion[i, j] > top / 2 else "black"
+            ax.text(j, i, str(confusion[i, j]), ha="center", va="center", color=color, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="test examples")
+    return fig
+
+
+def curve_figure(
+    history: list[dict], test_accuracy: float, test_examples: int,
+    initial_accuracy: float | None, title: str, batch: str = "",
+) -> Any:
+    """Training loss and batch accuracy over the steps, with the test accuracy marked."""
+    plt = training.pyplot()
+    steps = np.array([r["step"] for r in history], np.float64)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True, layout="constrained")
+    k = training.smoothing_window(len(steps))
+    for ax, key, scale in ((top, "loss", 1.0), (bottom, "accuracy", 100.0)):
+        values = np.array([r[key] for r in history], np.float64) * scale
+        ax.plot(steps, values, lw=0.6, alpha=0.45, color="C0",
+                label=f"each training batch ({batch})")
+        xs, smooth = training.centred_mean(steps, values, k)
+        if k > 1 and len(smooth):
+            ax.plot(xs, smooth, lw=1.6, color="C1",
+                    label=f"mean over the {k} steps centred on each")
+        ax.grid(True, alpha=0.3)
+    if len(steps):
+        top.set_yscale("log")
+    end = steps[-1] if len(steps) else 0
+    bottom.axhline(100 * test_accuracy, color="C3", ls="--", lw=1)
+    bottom.plot([end], [100 * test_accuracy], "o", color="C3",
+                label=f"test accuracy after training: {test_accuracy:.2%} "
+                f"({test_examples} test examples)")
+    if initial_accuracy is not None:
+        start = steps[0] - 1 if len(steps) else 0
+        bottom.plot([start], [100 * initial_accuracy], "s", color="C4",
+                    label=f"test accuracy of the PyTorch weights before training: "
+                    f"{initial_accuracy:.2%}")
+    top.set(ylabel="cross-entropy (nats, log scale)", title=title)
+    bottom.set(xlabel="optimizer step", ylabel="accuracy (%)", ylim=(0, 102))
+    top.legend(fontsize=8)
+    bottom.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def figures(
+    run: str, history: list[dict], metrics: dict[str, Any], class_names: list[str]
+) -> dict[str, Any]:
+    """`{file name: Figure}`: confusion.png and training.png."""
+    confusion = np.asarray(metrics["confusion"])
+    n, acc, steps = metrics["test_examples"], metrics["test_accuracy"], metrics["steps"]
+    confusion_title = (
+        f"{run}: confusion matrix on the test split\n{n} examples, accuracy {acc:.2%} "
+        f"after {steps} training steps"
+    )
+    run_config = metrics["config"]["run"]
+    curve_title = (
+        f"{run}: training curve (Adam, peak lr {run_config['lr']:g}, warm-up "
+        f"{run_config['warmup_steps']} steps, cosine decay)"
+    )
+    return {
+        "confusion.png": confusion_figure(confusion, class_names, confusion_title),
+        "training.png": curve_figure(history, acc, n, metrics["initial_test_accuracy"],
+                                     curve_title, f"{run_config['batch_size']} sequences"),
+    }
+
+
+# --------------------------------------------------------------------------- main
+
+
+def run_name(args: argparse.Namespace, choice: ModelChoice) -> str:
+    """`classify[digits]`, `classify[counting, bidirectional]`, ...: names the run in output."""
+    extras = [args.dataset]
+    if choice.bidirectional:
+        extras.append("bidirectional")
+    if choice.torch_weights is not None:
+        extras.append("from PyTorch weights")
+    return f"classify[{', '.join(extras)}]"
+
+
+def summary(name: str) -> Callable[[dict[str, Any]], str]:
+    """The one line printed at the end of a run named `name`."""
+
+    def line(m: dict[str, Any]) -> str:
+        return (
+            f"{name}: test accuracy {m['test_accuracy']:.2%} on {m['test_examples']} examples "
+            f"after {m['steps']} steps; train {m['train_seconds']:.1f} s, total "
+            f"{m['total_seconds']:.1f} s on {m['devices']} device(s)"
+        )
+
+    return line
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Runs the experiment; returns the metrics it writes to `--out-dir`/metrics.json.
+
+    Raises:
+        experiments.training.UsageError: a flag has an impossible value, --torch-weights does
+            not fit, --out-dir holds another run's results, or (`CheckpointError`) see
+            `experiments.training.Checkpoints`.
+    """
+    t_start = time.perf_counter()
+    args = parse(argv)
+    training.start_distributed(args)
+    mesh = training.data_mesh()
+    training.check_batch_size(args.batch_size, mesh)
+    data = make_dataset(args.dataset, args.seed)
+    choice = choose_model(args, data)
+    out_dir = args.out_dir or default_out_dir(args, choice)
+    task = make_task(args, data, choice)
+    result = training.train(task, mesh=mesh, **training.train_options(args, out_dir))
     logits = result.evaluate(eval_fn, data["test"])["logits"]
-    accuracy, confusion = accuracy_and_confusion(logits, data["test"]["y"], num_classes)
+    accuracy, confusion = accuracy_and_confusion(logits, data["test"]["y"], data["num_classes"])
     history = result.history
     metrics = {
         "dataset": args.dataset,
         "test_accuracy": accuracy,
-        "initial_test_accuracy": initial_accuracy,
+        "initial_test_accuracy": choice.initial_accuracy,
         "train_seconds": round(result.train_seconds, 3),
         "steps": result.end_step,
         "start_step": result.start_step,
@@ -488,21 +681,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "params": training.param_count(result.model),
         "config": task.config,
     }
-    title = f"{args.dataset}: test accuracy {accuracy:.2%} ({len(data['test']['y'])} examples)"
-    return training.finish(
-        args.out_dir,
-        metrics,
-        t_start,
-        lambda m: (
-            f"classify[{args.dataset}{', bidirectional' if args.bidirectional else ''}]: test accuracy "
-            f"{accuracy:.2%} on {m['test_examples']} examples after {m['steps']} steps; "
-            f"train {m['train_seconds']:.1f} s, total {m['total_seconds']:.1f} s on {m['devices']} device(s)"
-        ),
-        None
-        if args.no_plots
-        else lambda: plot_confusion(os.path.join(args.out_dir, "confusion.png"), confusion, data["class_names"], title),
-    )
+    name = run_name(args, choice)
+    figs = None if args.no_plots else lambda: figures(name, history, metrics, data["class_names"])
+    return training.finish(out_dir, metrics, t_start, summary(name), figs)
 
 
 if __name__ == "__main__":
-    main()
+    training.entry_point(main)

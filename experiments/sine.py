@@ -23,7 +23,7 @@ window starts from zeros.
 
 from __future__ import annotations
 
-import os
+import argparse
 import time
 from typing import Any
 
@@ -36,7 +36,18 @@ from flax import nnx
 import jaxlstm
 from experiments import training
 
-__all__ = ["WARMUP", "WINDOW", "SineModel", "eval_fn", "main", "make_windows"]
+__all__ = [
+    "WARMUP",
+    "WINDOW",
+    "SineModel",
+    "eval_fn",
+    "figures",
+    "main",
+    "make_task",
+    "make_windows",
+    "parser",
+    "rollout",
+]
 
 WINDOW = 50  # points per window, as in the tutorial
 SPAN = 10.0  # each window covers [start, start + SPAN]
@@ -60,7 +71,9 @@ class SineModel(nnx.Module):
         self.lstm = jaxlstm.LSTM(1, hidden_size, num_layers, batch_first=True, rngs=rngs)
         self.head = nnx.Linear(hidden_size, 1, rngs=rngs)
 
-    def __call__(self, x: Array, hx: tuple[Array, Array] | None = None) -> tuple[Array, tuple[Array, Array]]:
+    def __call__(
+        self, x: Array, hx: tuple[Array, Array] | None = None
+    ) -> tuple[Array, tuple[Array, Array]]:
         """Next-point predictions.
 
         Args:
@@ -88,7 +101,7 @@ def make_windows(starts: np.ndarray) -> np.ndarray:
 
 
 def train_batch(seed: int, step: int, batch_size: int) -> dict[str, np.ndarray]:
-    """The batch of `step`: `[B, 50]` windows with starts uniform in [0, 10), from `(seed, step)` only."""
+    """The batch of `step`: `[B, 50]` windows, starts uniform in [0, 10), from (seed, step) only."""
     rng = np.random.default_rng([seed, step])
     return {"windows": make_windows(rng.uniform(0.0, SPAN, batch_size))}
 
@@ -99,7 +112,9 @@ def eval_windows(n: int = EVAL_WINDOWS) -> np.ndarray:
     return make_windows(rng.uniform(0.0, SPAN, n))
 
 
-def loss_fn(model: SineModel, batch: dict[str, Array], carry: Any) -> tuple[Array, tuple[dict, Any]]:
+def loss_fn(
+    model: SineModel, batch: dict[str, Array], carry: Any
+) -> tuple[Array, tuple[dict, Any]]:
     """Teacher-forced next-point MSE; `carry` is `(h, c)` with `--carry-state`, else None.
 
     Args:
@@ -143,7 +158,16 @@ def rollout(model: SineModel, windows: Array, warmup: int = WARMUP) -> Array:
 
 
 def eval_fn(model: SineModel, batch: dict[str, Array]) -> dict[str, Array]:
-    """Teacher-forced and rollout MSE (and the predictions, for the plot) on `{"windows": [B, 50]}`."""
+    """Teacher-forced and rollout MSE, and the predictions for the plot.
+
+    Args:
+        model: the model.
+        batch: `{"windows": [B, 50]}`.
+
+    Returns:
+        `{"teacher_forced_mse": scalar, "rollout_mse": scalar, "teacher_forced": [B, 49],
+        "rollout": [B, 40]}`.
+    """
     w = batch["windows"]
     pred, _ = model(w[:, :-1, None])
     free = rollout(model, w)
@@ -155,33 +179,59 @@ def eval_fn(model: SineModel, batch: dict[str, Array]) -> dict[str, Array]:
     }
 
 
-def parser():
-    """The command-line flags (shared ones from `experiments.training`, plus `--carry-state`)."""
+QUICK = {"steps": 12, "hidden_size": 8, "batch_size": 8, "log_every": 4, "save_every": 4}
+DEFAULTS = {
+    "steps": 2000,
+    "batch_size": 32,
+    "hidden_size": 32,
+    "num_layers": 1,
+    "lr": 1e-2,
+    "save_every": 200,
+    "log_every": 50,
+}
+
+
+def parser() -> training.ArgumentParser:
+    """The command-line flags (shared ones from `experiments.training`, plus the sine's own)."""
     p = training.base_parser(
         "python -m experiments.sine",
         __doc__.split("\n\n")[0],
-        steps=2000,
-        batch_size=32,
-        hidden_size=32,
-        num_layers=1,
-        lr=1e-2,
-        out_dir="runs/sine",
-        save_every=200,
-        log_every=50,
+        defaults=DEFAULTS,
+        quick=QUICK,
+        default_notes={"out_dir": "runs/sine, or runs/sine-carry-state with --carry-state; "
+                       "-quick appended with --quick"},
     )
     p.add_argument(
         "--carry-state",
         action="store_true",
-        help="carry (h, c) from batch to batch with stop_gradient, as the tutorial does (truncated BPTT)",
+        help="carry (h, c) from batch to batch with stop_gradient, as the tutorial does "
+        "(truncated BPTT)",
     )
-    p.add_argument("--warmup-steps", type=int, default=50, help="linear learning-rate warm-up steps")
+    p.add_argument("--warmup-steps", type=int, default=50,
+                   help="linear learning-rate warm-up steps")
     return p
 
 
-QUICK = {"steps": 12, "hidden_size": 8, "batch_size": 8, "log_every": 4, "save_every": 4}
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The checked flags.
+
+    Raises:
+        experiments.training.UsageError: a flag has an impossible value (the message names it).
+    """
+    args = training.parse_args(parser(), argv)
+    if args.warmup_steps < 0:
+        raise training.UsageError(f"--warmup-steps must be >= 0, got {args.warmup_steps}")
+    return args
 
 
-def make_task(args) -> tuple[training.Task, optax.Schedule]:
+def default_out_dir(args: argparse.Namespace) -> str:
+    """`runs/sine` or `runs/sine-carry-state` (`-quick` appended with --quick): each kind of
+    run has its own results."""
+    name = "sine-carry-state" if args.carry_state else "sine"
+    return training.default_out_dir(name, quick=args.quick)
+
+
+def make_task(args) -> training.Task:
     """The `training.Task` the flags describe."""
     schedule = training.cosine_schedule(args.lr, args.steps, args.warmup_steps)
     seed, batch_size, hidden, layers = args.seed, args.batch_size, args.hidden_size, args.num_layers
@@ -189,10 +239,10 @@ def make_task(args) -> tuple[training.Task, optax.Schedule]:
     if args.carry_state:
 
         def init_carry():
-            zeros = jnp.zeros((layers, batch_size, hidden), jnp.float32)
-            return (zeros, zeros)
+            shape = (layers, batch_size, hidden)
+            return (jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32))
 
-    task = training.Task(
+    return training.Task(
         name="sine",
         make_model=lambda rngs: SineModel(hidden, layers, rngs=rngs),
         tx=optax.adam(schedule),
@@ -212,63 +262,100 @@ def make_task(args) -> tuple[training.Task, optax.Schedule]:
         init_carry=init_carry,
         lr_fn=lambda step: float(schedule(step)),
     )
-    return task, schedule
 
 
-def plot(out_dir: str, history: list[dict], windows: np.ndarray, result: dict[str, np.ndarray]) -> None:
-    """Writes loss.png (log-scale loss curve) and prediction.png (truth vs rollout)."""
-    import matplotlib
+# --------------------------------------------------------------------------- plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def loss_figure(history: list[dict], config: dict) -> Any:
+    """The training loss per step (log scale) and its centred running mean."""
+    plt = training.pyplot()
     steps = np.array([r["step"] for r in history])
     losses = np.array([r["loss"] for r in history])
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.semilogy(steps, losses, lw=0.6, alpha=0.5, label="batch loss")
-    if len(losses) >= 20:
-        k = max(1, len(losses) // 50)
-        smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
-        ax.semilogy(steps[k - 1 :], smooth, lw=1.5, label=f"mean of {k} steps")
-    ax.set(xlabel="step", ylabel="teacher-forced MSE", title="sine: training loss")
+    model, run = config["model"], config["run"]
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), layout="constrained")
+    ax.semilogy(steps, losses, lw=0.6, alpha=0.5, color="C0",
+                label=f"MSE of each training batch ({run['batch_size']} windows)")
+    k = training.smoothing_window(len(losses))
+    xs, smooth = training.centred_mean(steps, losses, k)
+    if k > 1 and len(smooth):
+        ax.semilogy(xs, smooth, lw=1.6, color="C1",
+                    label=f"mean over the {k} steps centred on each step")
+    ax.set(
+        xlabel="optimizer step",
+        ylabel="teacher-forced MSE (amplitude², log scale)",
+        title=f"sine: training loss of LSTM(1, {model['hidden_size']}) × "
+        f"{model['num_layers']} layer(s) + Linear, Adam, peak lr {run['lr']:g}",
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "loss.png"), dpi=120)
-    plt.close(fig)
+    return fig
 
+
+def prediction_figure(windows: np.ndarray, result: dict[str, np.ndarray]) -> Any:
+    """Four held-out windows: the truth, teacher-forced predictions, the free-running rollout."""
+    plt = training.pyplot()
     t = np.linspace(0.0, SPAN, WINDOW)
-    fig, axes = plt.subplots(2, 2, figsize=(10, 6), sharex=True, sharey=True)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True, sharey=True, layout="constrained")
     for i, ax in enumerate(axes.flat):
-        ax.plot(t, windows[i], color="0.6", lw=3, label="truth")
-        ax.plot(t[:WARMUP], windows[i, :WARMUP], "o", color="C0", ms=4, label="warm-up input")
-        ax.plot(t[1:], result["teacher_forced"][i], ".", color="C2", ms=4, label="teacher-forced")
-        ax.plot(t[WARMUP:], result["rollout"][i], "-", color="C3", lw=1.5, label="free-running rollout")
-        ax.axvline(t[WARMUP - 1], color="0.8", ls="--", lw=1)
-        ax.set_title(f"held-out window {i}")
-    axes[0, 0].legend(fontsize=8, loc="lower left")
+        ax.axvspan(t[0], t[WARMUP - 1], color="0.9",
+                   label=f"warm-up: the first {WARMUP} true points are fed in")
+        ax.plot(t, windows[i], color="0.55", lw=3, label="truth: sin(t)")
+        ax.plot(t[1:], result["teacher_forced"][i], ".", color="C2", ms=4,
+                label="teacher-forced: next point predicted from the true points")
+        ax.plot(t[WARMUP:], result["rollout"][i], "-", color="C3", lw=1.5,
+                label="free-running rollout: each prediction fed back as the next input")
+        ax.set_title(f"held-out window {i}", fontsize=10)
+        ax.grid(True, alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel("t − window start (radians)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("sin(t) (amplitude, unitless)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=9, frameon=False)
     fig.suptitle(
-        f"sine: teacher-forced MSE {float(result['teacher_forced_mse']):.2e}, "
-        f"rollout MSE {float(result['rollout_mse']):.2e}"
+        f"sine: 4 of the {len(windows)} held-out windows; over all of them teacher-forced MSE "
+        f"{float(result['teacher_forced_mse']):.2e}, rollout MSE {float(result['rollout_mse']):.2e}"
     )
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "prediction.png"), dpi=120)
-    plt.close(fig)
+    return fig
+
+
+def figures(history: list[dict], config: dict, windows: np.ndarray, result: dict) -> dict[str, Any]:
+    """`{file name: Figure}`: loss.png and prediction.png."""
+    return {
+        "loss.png": loss_figure(history, config),
+        "prediction.png": prediction_figure(windows, result),
+    }
+
+
+# --------------------------------------------------------------------------- main
+
+
+def summary(m: dict[str, Any]) -> str:
+    """The one line printed at the end of a run."""
+    return (
+        f"sine: teacher-forced MSE {m['teacher_forced_mse']:.2e}, rollout MSE "
+        f"{m['rollout_mse']:.2e} after {m['steps']} steps; train {m['train_seconds']:.1f} s, "
+        f"total {m['total_seconds']:.1f} s on {m['devices']} device(s)"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Runs the experiment; returns the metrics it writes to `--out-dir`/metrics.json.
 
     Raises:
-        ValueError: a flag has an impossible value (the message names it).
-        experiments.training.CheckpointError: see `experiments.training.Checkpoints`.
+        experiments.training.UsageError: a flag has an impossible value, --out-dir holds
+            another run's results, or (`CheckpointError`) see
+            `experiments.training.Checkpoints`.
     """
     t_start = time.perf_counter()
-    args = training.parse_args(parser(), argv, QUICK)
-    if args.warmup_steps < 0:
-        raise ValueError(f"--warmup-steps must be >= 0, got {args.warmup_steps}")
-    task, _ = make_task(args)
-    result = training.train(task, **training.train_options(args))
+    args = parse(argv)
+    training.start_distributed(args)
+    mesh = training.data_mesh()
+    training.check_batch_size(args.batch_size, mesh)
+    out_dir = args.out_dir or default_out_dir(args)
+    task = make_task(args)
+    result = training.train(task, mesh=mesh, **training.train_options(args, out_dir))
     windows = eval_windows()
     ev = result.evaluate(eval_fn, {"windows": windows})
     history = result.history
@@ -276,7 +363,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "teacher_forced_mse": float(ev["teacher_forced_mse"]),
         "rollout_mse": float(ev["rollout_mse"]),
         "train_seconds": round(result.train_seconds, 3),
-        "total_seconds": round(time.perf_counter() - t_start, 3),
         "steps": result.end_step,
         "start_step": result.start_step,
         "final_loss": history[-1]["loss"] if history else None,
@@ -286,18 +372,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "params": training.param_count(result.model),
         "config": task.config,
     }
-    return training.finish(
-        args.out_dir,
-        metrics,
-        t_start,
-        lambda m: (
-            f"sine: teacher-forced MSE {m['teacher_forced_mse']:.2e}, rollout MSE {m['rollout_mse']:.2e} "
-            f"after {m['steps']} steps; train {m['train_seconds']:.1f} s, total {m['total_seconds']:.1f} s "
-            f"on {m['devices']} device(s)"
-        ),
-        None if args.no_plots else lambda: plot(args.out_dir, history, windows, ev),
-    )
+    figs = None if args.no_plots else lambda: figures(history, task.config, windows, ev)
+    return training.finish(out_dir, metrics, t_start, summary, figs)
 
 
 if __name__ == "__main__":
-    main()
+    training.entry_point(main)

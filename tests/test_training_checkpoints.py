@@ -1,11 +1,12 @@
-"""Determinism and checkpoints of the experiments (issue 5, "Determinism and checkpoints").
+"""experiments.training.checkpoints, and the determinism it gives the experiments.
 
 * resuming an interrupted run gives bitwise the parameters of an uninterrupted one (with the
   carried LSTM state, and with dropout whose RNG state must be checkpointed too);
 * the same seed gives bitwise the same parameters in two separate processes;
 * a process SIGKILLed in the middle of a save leaves the previous checkpoint restorable;
 * a damaged checkpoint, a missing or empty directory, and a checkpoint written for another
-  model configuration each give a `CheckpointError` that says what is wrong;
+  model configuration each give a `CheckpointError` that says what is wrong, which a command
+  reports in one line with exit status 2;
 * dropout masks are a function of the key.
 """
 
@@ -30,13 +31,10 @@ from experiments import classify, sine, training
 from tests.harness import ROOT, subprocess_env
 
 SINE = ["--quick", "--carry-state", "--no-progress", "--no-plots"]  # 12 steps, saves every 4
-DIGITS_DROPOUT = ["--quick", "--num-layers", "2", "--dropout", "0.5", "--no-progress", "--no-plots"]  # 8 steps
-
-
+# 8 steps of a 2-layer classifier with dropout
+DIGITS_DROPOUT = ["--quick", "--num-layers", "2", "--dropout", "0.5", "--no-progress", "--no-plots"]
 
 pytestmark = pytest.mark.usefixtures("compilation_cache")
-
-
 
 
 def final_arrays(checkpoint_dir: str) -> dict[str, np.ndarray]:
@@ -88,7 +86,8 @@ def digits_dropout_run(tmp_path_factory):
     """An uninterrupted 8-step run of a 2-layer classifier with dropout, seed 3, in this process."""
     root = tmp_path_factory.mktemp("digits_full")
     ckpt = str(root / "ckpt")
-    classify.main([*DIGITS_DROPOUT, "--seed", "3", "--out-dir", str(root / "out"), "--checkpoint-dir", ckpt])
+    out = str(root / "out")
+    classify.main([*DIGITS_DROPOUT, "--seed", "3", "--out-dir", out, "--checkpoint-dir", ckpt])
     return {"ckpt": ckpt, "arrays": final_arrays(ckpt)}
 
 
@@ -102,18 +101,22 @@ def test_resume_with_dropout_restores_the_rng_state(digits_dropout_run, tmp_path
     assert_bitwise_equal(final_arrays(ckpt), full)
 
 
-def test_same_seed_gives_bitwise_identical_parameters_in_two_processes(digits_dropout_run, tmp_path):
+def test_same_seed_gives_bitwise_identical_parameters_in_two_processes(
+    digits_dropout_run, tmp_path
+):
     """A fresh process (no compilation cache: it compiles on its own) repeats this one's run."""
     ckpt = str(tmp_path / "ckpt")
     cmd = [sys.executable, "-m", "experiments.classify", *DIGITS_DROPOUT, "--seed", "3"]
     cmd += ["--out-dir", str(tmp_path / "out"), "--checkpoint-dir", ckpt]
-    done = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     theirs, ours = final_arrays(ckpt), digits_dropout_run["arrays"]
     assert_bitwise_equal(theirs, ours)
     # ... and a different seed is really a different run (the comparison can fail).
     other = str(tmp_path / "other")
-    classify.main([*DIGITS_DROPOUT, "--seed", "4", "--out-dir", str(tmp_path / "o"), "--checkpoint-dir", other])
+    classify.main([*DIGITS_DROPOUT, "--seed", "4", "--out-dir", str(tmp_path / "o"),
+                   "--checkpoint-dir", other])
     different = final_arrays(other)
     assert not np.array_equal(ours["model.lstm.weight_ih_l0"], different["model.lstm.weight_ih_l0"])
 
@@ -140,25 +143,29 @@ sine.main(sys.argv[2:])
 """
 
 
-def test_sigkill_during_a_save_leaves_the_previous_checkpoint_restorable(sine_run, tmp_path, compilation_cache):
+def test_sigkill_during_a_save_leaves_the_previous_checkpoint_restorable(
+    sine_run, tmp_path, compilation_cache
+):
     ckpt, out, marker = str(tmp_path / "ckpt"), str(tmp_path / "out"), str(tmp_path / "saving")
     script = tmp_path / "killed.py"
     script.write_text(KILL_SCRIPT)
     cmd = [sys.executable, str(script), marker, *SINE, "--out-dir", out, "--checkpoint-dir", ckpt]
     env = subprocess_env(**compilation_cache)
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 240
         while not os.path.exists(marker):
             if proc.poll() is not None:
-                pytest.fail("the run ended before saving step 8: " + proc.stdout.read().decode()[-3000:])
+                output = proc.stdout.read().decode()[-3000:]
+                pytest.fail("the run ended before saving step 8: " + output)
             if time.time() > deadline:
                 pytest.fail("the run never reached the save of step 8")
             time.sleep(0.2)
         time.sleep(0.2)
         with open(marker) as f:
             tmp_dir = f.read().strip()
-        assert os.path.isdir(tmp_dir), "the half-written step should exist while the process is alive"
+        assert os.path.isdir(tmp_dir), "the half-written step exists while the process is alive"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
     finally:
@@ -210,43 +217,58 @@ def test_damaged_checkpoint_gives_a_clear_error(sine_run, tmp_path, how):
     assert "earlier complete steps are [4, 8]" in message
 
 
-def test_missing_checkpoint_dir_gives_a_clear_error(tmp_path):
+def test_missing_checkpoint_dir_gives_a_clear_error(tmp_path, capsys):
     missing = str(tmp_path / "nope")
-    with pytest.raises(training.CheckpointError, match="does not exist, so there is nothing to resume"):
-        sine.main([*SINE, "--out-dir", str(tmp_path / "out"), "--checkpoint-dir", missing, "--resume"])
+    argv = [*SINE, "--out-dir", str(tmp_path / "out"), "--checkpoint-dir", missing, "--resume"]
+    message = "does not exist, so there is nothing to resume"
+    with pytest.raises(training.CheckpointError, match=message):
+        sine.main(argv)
     assert not os.path.exists(missing), "resuming must not create the directory"
+    # As a command: one line on stderr, exit status 2, no traceback.
+    with pytest.raises(SystemExit) as e:
+        training.entry_point(sine.main, argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith(f"error: --checkpoint-dir {missing!r} does not exist")
 
 
 def test_empty_checkpoint_dir_gives_a_clear_error(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(training.CheckpointError, match=r"holds no complete checkpoint.*it is empty"):
-        sine.main([*SINE, "--out-dir", str(tmp_path / "out"), "--checkpoint-dir", str(empty), "--resume"])
+    argv = [*SINE, "--out-dir", str(tmp_path / "out"), "--checkpoint-dir", str(empty), "--resume"]
+    message = r"holds no complete checkpoint.*it is empty"
+    with pytest.raises(training.CheckpointError, match=message):
+        sine.main(argv)
     (empty / "notes.txt").write_text("hello")
     with pytest.raises(training.CheckpointError, match=r"holds no complete checkpoint.*notes\.txt"):
-        sine.main([*SINE, "--out-dir", str(tmp_path / "out"), "--checkpoint-dir", str(empty), "--resume"])
+        sine.main(argv)
 
 
 def test_resume_without_checkpoint_dir_is_an_error(tmp_path):
-    with pytest.raises(ValueError, match="--resume needs --checkpoint-dir"):
+    with pytest.raises(training.UsageError, match="--resume needs --checkpoint-dir"):
         sine.main([*SINE, "--out-dir", str(tmp_path / "out"), "--resume"])
 
 
 def test_new_run_refuses_a_directory_with_checkpoints(sine_run, tmp_path):
-    with pytest.raises(training.CheckpointError, match=r"already holds checkpoints \(steps \[4, 8, 12\]\).*--resume"):
+    message = r"already holds checkpoints \(steps \[4, 8, 12\]\).*--resume"
+    with pytest.raises(training.CheckpointError, match=message):
         sine.main([*SINE, "--out-dir", str(tmp_path / "out"), "--checkpoint-dir", sine_run["ckpt"]])
 
 
 def test_different_configuration_is_an_error_naming_the_mismatch(sine_run, tmp_path):
-    args = [*SINE, "--out-dir", str(tmp_path / "out"), "--checkpoint-dir", sine_run["ckpt"], "--resume"]
+    ckpt = sine_run["ckpt"]
+    args = [*SINE, "--out-dir", str(tmp_path / "out"), "--checkpoint-dir", ckpt, "--resume"]
     with pytest.raises(training.CheckpointError) as e:
         sine.main([*args, "--hidden-size", "16"])
     assert "different model configuration" in str(e.value)
     assert "model.hidden_size: checkpoint has 8, this run has 16" in str(e.value)
-    with pytest.raises(training.CheckpointError, match=r"model\.num_layers: checkpoint has 1, this run has 2"):
+    message = r"model\.num_layers: checkpoint has 1, this run has 2"
+    with pytest.raises(training.CheckpointError, match=message):
         sine.main([*args, "--num-layers", "2"])
     with pytest.raises(training.CheckpointError, match=r"model\.task: checkpoint has 'sine'"):
-        classify.main(["--quick", "--no-progress", "--out-dir", str(tmp_path / "o"), "--checkpoint-dir", sine_run["ckpt"], "--resume"])
+        classify.main(["--quick", "--no-progress", "--out-dir", str(tmp_path / "o"),
+                       "--checkpoint-dir", ckpt, "--resume"])
 
 
 def test_restore_checks_every_array_against_the_model(sine_run):
@@ -258,11 +280,15 @@ def test_restore_checks_every_array_against_the_model(sine_run):
     with pytest.raises(training.CheckpointError) as e:
         ckpt.restore(12, {**state, "carry": None}, config)
     message = str(e.value)
-    assert "model.lstm.weight_hh_l0: checkpoint has shape (32, 8) float32, this model has (64, 16) float32" in message
+    assert (
+        "model.lstm.weight_hh_l0: checkpoint has shape (32, 8) float32, "
+        "this model has (64, 16) float32"
+    ) in message
     assert "arrays in the checkpoint this model lacks: ['carry.0', 'carry.1']" in message
     # Another optimizer (a constant rate: no schedule count) is a structural mismatch too.
     _, state = training.split_train_state(sine.SineModel(8, 1, rngs=nnx.Rngs(0)), optax.adam(1e-3))
-    with pytest.raises(training.CheckpointError, match=r"lacks: \['carry.0', 'carry.1', 'optimizer.opt_state.1.count'\]"):
+    message = r"lacks: \['carry.0', 'carry.1', 'optimizer.opt_state.1.count'\]"
+    with pytest.raises(training.CheckpointError, match=message):
         ckpt.restore(12, {**state, "carry": None}, config)
 
 
@@ -289,6 +315,7 @@ def test_checkpoint_stores_plain_arrays_for_prng_keys(tmp_path):
     assert ckpt.read_arrays(1)["key"].dtype == np.uint32
     back = ckpt.restore(1, tree, {"model": {"kind": "test"}})
     assert jax.dtypes.issubdtype(back["key"].dtype, jax.dtypes.prng_key)
-    np.testing.assert_array_equal(jax.random.key_data(back["key"]), jax.random.key_data(tree["key"]))
+    np.testing.assert_array_equal(jax.random.key_data(back["key"]),
+                                  jax.random.key_data(tree["key"]))
     assert json.loads(json.dumps(ckpt.read_config(1))) == {"model": {"kind": "test"}}
     ckpt.close()
