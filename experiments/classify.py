@@ -38,7 +38,6 @@ from flax import nnx
 
 import jaxlstm
 from experiments import training
-from jaxlstm.torch_io import read_state_dict
 
 __all__ = [
     "DATASETS",
@@ -256,8 +255,9 @@ def load_torch_classifier(
     The LSTM's structure (H, L, bidirectional, P, bias) is read from the weights' shapes.
 
     Args:
-        path_or_state_dict: a `.pt`/`.pth` (read with `weights_only=True`) or `.safetensors`
-            file, or a state_dict.
+        path_or_state_dict: a torch checkpoint file (`.pt`, `.pth`, `.bin`, `.ckpt`,
+            TorchScript), a `.safetensors` file, or a state_dict, nested in a training
+            checkpoint or not; read by `jaxlstm.read_state_dict`, which runs no code from it.
         input_size: I the dataset needs.
         num_classes: C the dataset needs.
         rngs: for the (dropout) streams; default `nnx.Rngs(0)`.
@@ -270,11 +270,10 @@ def load_torch_classifier(
         ValueError: keys are missing or unexpected, or the input size, class count or any
             shape does not fit (the message names the key, expected and actual shapes).
     """
+    sd = jaxlstm.read_state_dict(path_or_state_dict)
     if isinstance(path_or_state_dict, (str, os.PathLike)):
-        sd = read_state_dict(path_or_state_dict)
         where = f"--torch-weights {os.fspath(path_or_state_dict)!r}"
     else:
-        sd = {k: jaxlstm.torch_io.to_numpy(v) for k, v in path_or_state_dict.items()}
         where = "the torch state_dict"
     head = ("fc.weight", "fc.bias")
     unexpected = sorted(k for k in sd if not (k.startswith("lstm.") or k in head))
