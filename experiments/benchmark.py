@@ -85,8 +85,7 @@ class BenchConfig:
     def shape(self) -> str:
         """`B 64, T 28, I 28, H 128, L 2`, with `, bidir` when D == 2."""
         text = (
-            f"B {self.batch}, T {self.steps}, I {self.input_size}, H {self.hidden}, "
-            f"L {self.layers}"
+            f"B {self.batch}, T {self.steps}, I {self.input_size}, H {self.hidden}, L {self.layers}"
         )
         return text + (", bidir" if self.bidirectional else "")
 
@@ -333,9 +332,17 @@ def build_cudnn(cfg: BenchConfig, precision: str, mode: str):
 
     def apply(w, x):
         y, _, _ = rnn.lstm(
-            x, h0, c0, w, lengths,
-            input_size=cfg.input_size, hidden_size=cfg.hidden, num_layers=cfg.layers,
-            dropout=0.0, bidirectional=cfg.bidirectional, precision=lax_precision,
+            x,
+            h0,
+            c0,
+            w,
+            lengths,
+            input_size=cfg.input_size,
+            hidden_size=cfg.hidden,
+            num_layers=cfg.layers,
+            dropout=0.0,
+            bidirectional=cfg.bidirectional,
+            precision=lax_precision,
         )
         return y
 
@@ -368,6 +375,7 @@ def build_torch(cfg: BenchConfig, precision: str, mode: str, threads: int | None
         return out
 
     if mode == "fwd":
+
         def run():
             torch.set_num_threads(num_threads)
             with torch.no_grad():
@@ -465,7 +473,9 @@ def table_caption(threads: int | None, baseline: str | None) -> str:
 
 
 def markdown_table(
-    cells: Sequence[Cell], sgemm_gflops: float, threads: int | None = None,
+    cells: Sequence[Cell],
+    sgemm_gflops: float,
+    threads: int | None = None,
     baseline: str | None = None,
 ) -> str:
     """The results as a markdown table, one row per cell."""
@@ -512,7 +522,8 @@ def summary(cells: Sequence[Cell], baseline: str | None = None) -> str:
         base = []
         for mode in MODES:
             ratios = [
-                r for c in cells
+                r
+                for c in cells
                 if c.mode == mode and (r := baseline_speedup(cells, c, baseline)) is not None
             ]
             if ratios:
@@ -527,8 +538,11 @@ def figure(cells: Sequence[Cell], env: dict[str, Any], baseline: str | None = No
     plt = training.pyplot()
     modes = [m for m in MODES if any(c.mode == m for c in cells)]
     configs = list(dict.fromkeys(c.config for c in cells))
-    impls = [i for i in dict.fromkeys(c.impl for c in cells)
-             if any(c.impl == i and c.median_s for c in cells)]
+    impls = [
+        i
+        for i in dict.fromkeys(c.impl for c in cells)
+        if any(c.impl == i and c.median_s for c in cells)
+    ]
     size = (max(7, 3.2 * len(configs) * len(modes)), 5.5)
     fig, axes = plt.subplots(1, len(modes), figsize=size, squeeze=False, layout="constrained")
     width = 0.8 / max(1, len(impls))
@@ -544,13 +558,22 @@ def figure(cells: Sequence[Cell], env: dict[str, Any], baseline: str | None = No
             label = impl if impl not in TORCH_IMPLS else f"{impl}, {torch_label(impl, threads)}"
             ax.bar(xs, ys, width, label=label, color=f"C{j}")
         for i, config in enumerate(configs):
-            ax.annotate(_ratio_text(cells, config, mode, baseline), (i, 1.0),
-                        xycoords=("data", "axes fraction"), ha="center", va="bottom", fontsize=8)
+            ax.annotate(
+                _ratio_text(cells, config, mode, baseline),
+                (i, 1.0),
+                xycoords=("data", "axes fraction"),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
         ax.set_yscale("log")
-        ax.set_xticks(range(len(configs)),
-                      [f"{c}\n{CONFIGS[c].shape}" for c in configs], fontsize=8)
-        ax.set(xlabel="benchmark config (batch B, time steps T, input I, hidden H, layers L)",
-               ylabel="median time per call (ms, log scale)")
+        ax.set_xticks(
+            range(len(configs)), [f"{c}\n{CONFIGS[c].shape}" for c in configs], fontsize=8
+        )
+        ax.set(
+            xlabel="benchmark config (batch B, time steps T, input I, hidden H, layers L)",
+            ylabel="median time per call (ms, log scale)",
+        )
         ax.set_title(mode, pad=30)
         ax.grid(True, axis="y", which="both", alpha=0.3)
     axes[0, 0].legend(fontsize=8, loc="upper left")
@@ -560,7 +583,8 @@ def figure(cells: Sequence[Cell], env: dict[str, Any], baseline: str | None = No
         f"LSTM {', '.join(modes)} on {_device_text(env)}, {env['precision']}, "
         f"{env['date'][:10]}; load average {load[0] if load else '?'}{busy}\n"
         "above each group: torch's time ÷ jaxlstm's (torch: the faster of its thread settings)"
-        + (f", and {baseline}'s ÷ jaxlstm's" if baseline else "") + "; > 1: jaxlstm faster",
+        + (f", and {baseline}'s ÷ jaxlstm's" if baseline else "")
+        + "; > 1: jaxlstm faster",
         fontsize=9,
     )
     return fig
@@ -652,44 +676,80 @@ EPILOG = (
 
 def parser() -> training.ArgumentParser:
     """The benchmark's flags."""
-    p = training.ArgumentParser(prog="python -m experiments.benchmark",
-                                description=__doc__.split("\n\n")[0], epilog=EPILOG)
-    p.add_argument("--configs", default=None,
-                   help=f"comma-separated, from {list(CONFIGS)} (default: all on GPU; on CPU all "
-                   f"but {list(CPU_SKIPPED)}, whose fwd+bwd takes over a minute per call there; "
-                   f"with --quick: {','.join(QUICK_CONFIGS)})")
+    p = training.ArgumentParser(
+        prog="python -m experiments.benchmark", description=__doc__.split("\n\n")[0], epilog=EPILOG
+    )
+    p.add_argument(
+        "--configs",
+        default=None,
+        help=f"comma-separated, from {list(CONFIGS)} (default: all on GPU; on CPU all "
+        f"but {list(CPU_SKIPPED)}, whose fwd+bwd takes over a minute per call there; "
+        f"with --quick: {','.join(QUICK_CONFIGS)})",
+    )
     p.add_argument("--impls", default=",".join(IMPLS), help=f"comma-separated, from {list(IMPLS)}")
     p.add_argument("--modes", default=",".join(MODES), help="comma-separated, from fwd, fwd+bwd")
-    p.add_argument("--precision", choices=list(JAX_PRECISION), default="fp32",
-                   help="fp32: full float32 matmuls in both frameworks; tf32: TF32 matmuls (GPU); "
-                   "bf16: bfloat16 parameters/inputs (jaxlstm keeps the cell state in float32)")
+    p.add_argument(
+        "--precision",
+        choices=list(JAX_PRECISION),
+        default="fp32",
+        help="fp32: full float32 matmuls in both frameworks; tf32: TF32 matmuls (GPU); "
+        "bf16: bfloat16 parameters/inputs (jaxlstm keeps the cell state in float32)",
+    )
     p.add_argument("--repeats", type=int, default=10, help="timed calls per cell (median reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls after the first")
-    p.add_argument("--budget", type=float, default=20.0,
-                   help="seconds of timed calls per cell after which it stops repeating")
-    p.add_argument("--quick", action="store_true",
-                   help=f"smoke run in well under a minute: --configs {','.join(QUICK_CONFIGS)} "
-                   f"(unless given) --repeats {QUICK['repeats']} --warmup {QUICK['warmup']} "
-                   f"--budget {QUICK['budget']}, and a smaller sgemm")
-    p.add_argument("--baseline", metavar="REV", default=None,
-                   help="also time jaxlstm as it was at git revision REV (a hash, tag, branch, "
-                   "HEAD, HEAD~3, ...) in this process, right after the current jaxlstm on every "
-                   "config and mode, as the impl jaxlstm@<hash> with its own default options; "
-                   "the table gets a column of REV's time ÷ the current one's")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=20.0,
+        help="seconds of timed calls per cell after which it stops repeating",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke run in well under a minute: --configs {','.join(QUICK_CONFIGS)} "
+        f"(unless given) --repeats {QUICK['repeats']} --warmup {QUICK['warmup']} "
+        f"--budget {QUICK['budget']}, and a smaller sgemm",
+    )
+    p.add_argument(
+        "--baseline",
+        metavar="REV",
+        default=None,
+        help="also time jaxlstm as it was at git revision REV (a hash, tag, branch, "
+        "HEAD, HEAD~3, ...) in this process, right after the current jaxlstm on every "
+        "config and mode, as the impl jaxlstm@<hash> with its own default options; "
+        "the table gets a column of REV's time ÷ the current one's",
+    )
     j = p.add_argument_group("jaxlstm's scan options (one jaxlstm.ScanOptions)")
-    j.add_argument("--unroll", type=int, default=None,
-                   help="time steps per loop iteration (default: the backend's, see "
-                   "jaxlstm.ScanOptions.resolve)")
-    j.add_argument("--custom-vjp", action=argparse.BooleanOptionalAction, default=True,
-                   help="the hand-written backward pass (--no-custom-vjp: autodiff of the scan)")
-    j.add_argument("--remat", action="store_true",
-                   help="recompute the gates in the backward pass (less activation memory)")
-    j.add_argument("--fuse-directions", action=argparse.BooleanOptionalAction, default=None,
-                   help="both directions of a bidirectional layer in one scan (default: the "
-                   "backend's)")
-    p.add_argument("--out-dir", default=None,
-                   help="where benchmark.md, benchmark.json and benchmark.png go (default: "
-                   "runs/benchmark, or runs/benchmark-quick with --quick)")
+    j.add_argument(
+        "--unroll",
+        type=int,
+        default=None,
+        help="time steps per loop iteration (default: the backend's, see "
+        "jaxlstm.ScanOptions.resolve)",
+    )
+    j.add_argument(
+        "--custom-vjp",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the hand-written backward pass (--no-custom-vjp: autodiff of the scan)",
+    )
+    j.add_argument(
+        "--remat",
+        action="store_true",
+        help="recompute the gates in the backward pass (less activation memory)",
+    )
+    j.add_argument(
+        "--fuse-directions",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="both directions of a bidirectional layer in one scan (default: the backend's)",
+    )
+    p.add_argument(
+        "--out-dir",
+        default=None,
+        help="where benchmark.md, benchmark.json and benchmark.png go (default: "
+        "runs/benchmark, or runs/benchmark-quick with --quick)",
+    )
     return p
 
 
@@ -727,8 +787,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         raise training.UsageError(f"--warmup must be >= 0, got {args.warmup}")
     if args.unroll is not None and args.unroll < 1:
         raise training.UsageError(f"--unroll must be a positive integer, got {args.unroll}")
-    args.scan = jaxlstm.ScanOptions(unroll=args.unroll, custom_vjp=args.custom_vjp,
-                                    remat=args.remat, fuse_directions=args.fuse_directions)
+    args.scan = jaxlstm.ScanOptions(
+        unroll=args.unroll,
+        custom_vjp=args.custom_vjp,
+        remat=args.remat,
+        fuse_directions=args.fuse_directions,
+    )
     args.out_dir = args.out_dir or ("runs/benchmark-quick" if args.quick else "runs/benchmark")
     return args
 
@@ -811,8 +875,10 @@ def _print_bounds(args: argparse.Namespace, sgemm: dict[str, float], n: int) -> 
         cfg = CONFIGS[cname]
         if cfg.compute_bound:
             fwd, bwd = (cfg.flops(b) / (sgemm["best"] * 1e9) * 1e3 for b in (False, True))
-            print(f"FLOP-time bound {cname}: fwd {fwd:.0f} ms, fwd+bwd {bwd:.0f} ms "
-                  f"({cfg.flops(False) / 1e9:.1f} / {cfg.flops(True) / 1e9:.1f} GFLOP)")
+            print(
+                f"FLOP-time bound {cname}: fwd {fwd:.0f} ms, fwd+bwd {bwd:.0f} ms "
+                f"({cfg.flops(False) / 1e9:.1f} / {cfg.flops(True) / 1e9:.1f} GFLOP)"
+            )
 
 
 def cell_record(cells: Sequence[Cell], c: Cell, baseline: str | None) -> dict[str, Any]:
@@ -828,8 +894,13 @@ def cell_record(cells: Sequence[Cell], c: Cell, baseline: str | None) -> dict[st
     }
 
 
-def write_outputs(args: argparse.Namespace, result: dict[str, Any], report: str,
-                  cells: Sequence[Cell], baseline: str | None) -> list[str]:
+def write_outputs(
+    args: argparse.Namespace,
+    result: dict[str, Any],
+    report: str,
+    cells: Sequence[Cell],
+    baseline: str | None,
+) -> list[str]:
     """benchmark.json, benchmark.md and benchmark.png in `args.out_dir`; returns the paths."""
     os.makedirs(args.out_dir, exist_ok=True)
     json_path = os.path.join(args.out_dir, "benchmark.json")

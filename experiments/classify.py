@@ -64,7 +64,7 @@ COUNT_TEST_SIZE = 2000
 COUNT_TEST_SEED = 7_777_777
 
 # The PyTorch model whose state_dict `--torch-weights` reads, for reference (and for the tests).
-TORCH_CLASSIFIER = '''
+TORCH_CLASSIFIER = """
 import torch
 from torch import nn
 
@@ -82,7 +82,7 @@ class LSTMClassifier(nn.Module):
         else:
             features = h_n[-1]                 # == lstm_out[:, -1, :]
         return self.fc(features)
-'''
+"""
 
 
 class Classifier(nnx.Module):
@@ -376,10 +376,15 @@ def parser(dataset: str = "digits") -> training.ArgumentParser:
         "--lr)",
     )
     p.add_argument("--bidirectional", action="store_true", help="a bidirectional LSTM")
-    p.add_argument("--dropout", type=float, default=0.0,
-                   help="dropout between LSTM layers (needs --num-layers > 1)")
-    p.add_argument("--warmup-steps", type=int, default=30,
-                   help="linear learning-rate warm-up steps")
+    p.add_argument(
+        "--dropout",
+        type=float,
+        default=0.0,
+        help="dropout between LSTM layers (needs --num-layers > 1)",
+    )
+    p.add_argument(
+        "--warmup-steps", type=int, default=30, help="linear learning-rate warm-up steps"
+    )
     p.add_argument(
         "--torch-weights",
         metavar="FILE",
@@ -456,8 +461,9 @@ def choose_model(args: argparse.Namespace, data: dict[str, Any]) -> ModelChoice:
             the dataset.
     """
     if args.torch_weights is None:
-        return ModelChoice(args.hidden_size, args.num_layers, args.bidirectional,
-                           dropout=args.dropout)
+        return ModelChoice(
+            args.hidden_size, args.num_layers, args.bidirectional, dropout=args.dropout
+        )
     try:
         loaded = load_torch_classifier(
             args.torch_weights, input_size=data["input_size"], num_classes=data["num_classes"]
@@ -476,8 +482,16 @@ def choose_model(args: argparse.Namespace, data: dict[str, Any]) -> ModelChoice:
         "test accuracy before training",
         flush=True,
     )
-    return ModelChoice(cfg.hidden_size, cfg.num_layers, cfg.bidirectional, cfg.proj_size,
-                       args.dropout, args.torch_weights, loaded, accuracy)
+    return ModelChoice(
+        cfg.hidden_size,
+        cfg.num_layers,
+        cfg.bidirectional,
+        cfg.proj_size,
+        args.dropout,
+        args.torch_weights,
+        loaded,
+        accuracy,
+    )
 
 
 def default_out_dir(args: argparse.Namespace, choice: ModelChoice) -> str:
@@ -561,8 +575,12 @@ def confusion_figure(confusion: np.ndarray, names: list[str], title: str) -> Any
 
 
 def curve_figure(
-    history: list[dict], test_accuracy: float, test_examples: int,
-    initial_accuracy: float | None, title: str, batch: str = "",
+    history: list[dict],
+    test_accuracy: float,
+    test_examples: int,
+    initial_accuracy: float | None,
+    title: str,
+    batch: str = "",
 ) -> Any:
     """Training loss and batch accuracy over the steps, with the test accuracy marked."""
     plt = training.pyplot()
@@ -571,25 +589,35 @@ def curve_figure(
     k = training.smoothing_window(len(steps))
     for ax, key, scale in ((top, "loss", 1.0), (bottom, "accuracy", 100.0)):
         values = np.array([r[key] for r in history], np.float64) * scale
-        ax.plot(steps, values, lw=0.6, alpha=0.45, color="C0",
-                label=f"each training batch ({batch})")
+        ax.plot(
+            steps, values, lw=0.6, alpha=0.45, color="C0", label=f"each training batch ({batch})"
+        )
         xs, smooth = training.centred_mean(steps, values, k)
         if k > 1 and len(smooth):
-            ax.plot(xs, smooth, lw=1.6, color="C1",
-                    label=f"mean over the {k} steps centred on each")
+            ax.plot(
+                xs, smooth, lw=1.6, color="C1", label=f"mean over the {k} steps centred on each"
+            )
         ax.grid(True, alpha=0.3)
     if len(steps):
         top.set_yscale("log")
     end = steps[-1] if len(steps) else 0
     bottom.axhline(100 * test_accuracy, color="C3", ls="--", lw=1)
-    bottom.plot([end], [100 * test_accuracy], "o", color="C3",
-                label=f"test accuracy after training: {test_accuracy:.2%} "
-                f"({test_examples} test examples)")
+    bottom.plot(
+        [end],
+        [100 * test_accuracy],
+        "o",
+        color="C3",
+        label=f"test accuracy after training: {test_accuracy:.2%} ({test_examples} test examples)",
+    )
     if initial_accuracy is not None:
         start = steps[0] - 1 if len(steps) else 0
-        bottom.plot([start], [100 * initial_accuracy], "s", color="C4",
-                    label=f"test accuracy of the PyTorch weights before training: "
-                    f"{initial_accuracy:.2%}")
+        bottom.plot(
+            [start],
+            [100 * initial_accuracy],
+            "s",
+            color="C4",
+            label=f"test accuracy of the PyTorch weights before training: {initial_accuracy:.2%}",
+        )
     top.set(ylabel="cross-entropy (nats, log scale)", title=title)
     bottom.set(xlabel="optimizer step", ylabel="accuracy (%)", ylim=(0, 102))
     top.legend(fontsize=8)
@@ -614,8 +642,14 @@ def figures(
     )
     return {
         "confusion.png": confusion_figure(confusion, class_names, confusion_title),
-        "training.png": curve_figure(history, acc, n, metrics["initial_test_accuracy"],
-                                     curve_title, f"{run_config['batch_size']} sequences"),
+        "training.png": curve_figure(
+            history,
+            acc,
+            n,
+            metrics["initial_test_accuracy"],
+            curve_title,
+            f"{run_config['batch_size']} sequences",
+        ),
     }
 
 

@@ -198,8 +198,10 @@ def parser() -> training.ArgumentParser:
         __doc__.split("\n\n")[0],
         defaults=DEFAULTS,
         quick=QUICK,
-        default_notes={"out_dir": "runs/sine, or runs/sine-carry-state with --carry-state; "
-                       "-quick appended with --quick"},
+        default_notes={
+            "out_dir": "runs/sine, or runs/sine-carry-state with --carry-state; "
+            "-quick appended with --quick"
+        },
     )
     p.add_argument(
         "--carry-state",
@@ -207,8 +209,9 @@ def parser() -> training.ArgumentParser:
         help="carry (h, c) from batch to batch with stop_gradient, as the tutorial does "
         "(truncated BPTT)",
     )
-    p.add_argument("--warmup-steps", type=int, default=50,
-                   help="linear learning-rate warm-up steps")
+    p.add_argument(
+        "--warmup-steps", type=int, default=50, help="linear learning-rate warm-up steps"
+    )
     return p
 
 
@@ -274,13 +277,20 @@ def loss_figure(history: list[dict], config: dict) -> Any:
     losses = np.array([r["loss"] for r in history])
     model, run = config["model"], config["run"]
     fig, ax = plt.subplots(figsize=(7.5, 4.5), layout="constrained")
-    ax.semilogy(steps, losses, lw=0.6, alpha=0.5, color="C0",
-                label=f"MSE of each training batch ({run['batch_size']} windows)")
+    ax.semilogy(
+        steps,
+        losses,
+        lw=0.6,
+        alpha=0.5,
+        color="C0",
+        label=f"MSE of each training batch ({run['batch_size']} windows)",
+    )
     k = training.smoothing_window(len(losses))
     xs, smooth = training.centred_mean(steps, losses, k)
     if k > 1 and len(smooth):
-        ax.semilogy(xs, smooth, lw=1.6, color="C1",
-                    label=f"mean over the {k} steps centred on each step")
+        ax.semilogy(
+            xs, smooth, lw=1.6, color="C1", label=f"mean over the {k} steps centred on each step"
+        )
     ax.set(
         xlabel="optimizer step",
         ylabel="teacher-forced MSE (amplitude², log scale)",
@@ -298,13 +308,29 @@ def prediction_figure(windows: np.ndarray, result: dict[str, np.ndarray]) -> Any
     t = np.linspace(0.0, SPAN, WINDOW)
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True, sharey=True, layout="constrained")
     for i, ax in enumerate(axes.flat):
-        ax.axvspan(t[0], t[WARMUP - 1], color="0.9",
-                   label=f"warm-up: the first {WARMUP} true points are fed in")
+        ax.axvspan(
+            t[0],
+            t[WARMUP - 1],
+            color="0.9",
+            label=f"warm-up: the first {WARMUP} true points are fed in",
+        )
         ax.plot(t, windows[i], color="0.55", lw=3, label="truth: sin(t)")
-        ax.plot(t[1:], result["teacher_forced"][i], ".", color="C2", ms=4,
-                label="teacher-forced: next point predicted from the true points")
-        ax.plot(t[WARMUP:], result["rollout"][i], "-", color="C3", lw=1.5,
-                label="free-running rollout: each prediction fed back as the next input")
+        ax.plot(
+            t[1:],
+            result["teacher_forced"][i],
+            ".",
+            color="C2",
+            ms=4,
+            label="teacher-forced: next point predicted from the true points",
+        )
+        ax.plot(
+            t[WARMUP:],
+            result["rollout"][i],
+            "-",
+            color="C3",
+            lw=1.5,
+            label="free-running rollout: each prediction fed back as the next input",
+        )
         ax.set_title(f"held-out window {i}", fontsize=10)
         ax.grid(True, alpha=0.3)
     for ax in axes[1]:

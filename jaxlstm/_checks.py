@@ -30,7 +30,9 @@ def require_positive_int(name: str, value: Any) -> int:
         ValueError: `value` is not positive.
     """
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be a positive int, got {value!r} of type {type(value).__name__}")
+        raise TypeError(
+            f"{name} must be a positive int, got {value!r} of type {type(value).__name__}"
+        )
     if value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value}")
     return value
@@ -54,7 +56,9 @@ def check_float_dtype(name: str, dtype: Any) -> jnp.dtype:
     try:
         result = jnp.dtype(dtype)
     except TypeError:
-        raise TypeError(f"{name} must be a floating-point dtype such as jnp.float32, got {dtype!r}") from None
+        raise TypeError(
+            f"{name} must be a floating-point dtype such as jnp.float32, got {dtype!r}"
+        ) from None
     if not jnp.issubdtype(result, jnp.floating):
         raise TypeError(f"{name} must be a floating-point dtype such as jnp.float32, got {result}")
     return result
@@ -69,8 +73,16 @@ def check_shape(name: str, x: Any, expected: tuple[int, ...]) -> None:
 def check_key(name: str, key: Any) -> None:
     """Raises TypeError unless `key` is one PRNG key: a typed key array of shape `()`
     (`jax.random.key(0)`) or a raw `uint32[2]` key (`jax.random.PRNGKey(0)`)."""
-    typed = isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ()
-    raw = isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32 and tuple(key.shape) == (2,)
+    typed = (
+        isinstance(key, jax.Array)
+        and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+        and key.shape == ()
+    )
+    raw = (
+        isinstance(key, (jax.Array, np.ndarray))
+        and key.dtype == np.uint32
+        and tuple(key.shape) == (2,)
+    )
     if isinstance(key, jax.core.Tracer):
         typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ()
         raw = key.dtype == np.uint32 and tuple(key.shape) == (2,)
@@ -121,7 +133,9 @@ def split_state(
     return h, c
 
 
-def check_params(params: Mapping[str, Any], expected: Mapping[str, tuple[int, ...]], what: str = "params") -> None:
+def check_params(
+    params: Mapping[str, Any], expected: Mapping[str, tuple[int, ...]], what: str = "params"
+) -> None:
     """Raises one ValueError listing every missing, unexpected and mis-shaped parameter.
 
     Args:
@@ -134,7 +148,9 @@ def check_params(params: Mapping[str, Any], expected: Mapping[str, tuple[int, ..
         ValueError: the names or shapes differ from `expected`.
     """
     if not isinstance(params, Mapping):
-        raise TypeError(f"{what} must be a mapping {{torch name: array}}, got {type(params).__name__}")
+        raise TypeError(
+            f"{what} must be a mapping {{torch name: array}}, got {type(params).__name__}"
+        )
     missing = [k for k in expected if k not in params]
     unexpected = [k for k in params if k not in expected]
     mismatched = [

@@ -22,7 +22,15 @@ import jax.numpy as jnp
 
 from jaxlstm._checks import check_floating, check_params, check_shape, split_state
 
-__all__ = ["CellWeights", "gate_activations", "lstm_cell", "state_dtype", "step", "step_bwd", "tanh"]
+__all__ = [
+    "CellWeights",
+    "gate_activations",
+    "lstm_cell",
+    "state_dtype",
+    "step",
+    "step_bwd",
+    "tanh",
+]
 
 Array = jax.Array
 
@@ -36,7 +44,13 @@ def state_dtype(compute_dtype: jnp.dtype) -> jnp.dtype:
 # squares on Chebyshev nodes in float64; the fit's relative error (1.5e-8) is below float32's
 # rounding, so the polynomial is as accurate as its float32 evaluation.
 _SMALL = 0.625
-_TANH_Q = (-0.333333283662796, 0.13332782685756683, -0.05385247617959976, 0.02100355364382267, -0.006104837171733379)
+_TANH_Q = (
+    -0.333333283662796,
+    0.13332782685756683,
+    -0.05385247617959976,
+    0.02100355364382267,
+    -0.006104837171733379,
+)
 
 
 def _tanh_small(x: Array) -> Array:
@@ -65,7 +79,9 @@ def _tanh(x: Array) -> Array:
     sign = jnp.copysign(jnp.asarray(1, x.dtype), x)
     # sign · (1 − 2t) with t used once: XLA then keeps the whole expression in one fused loop
     # (a value with several users is computed by a kernel of its own and stored).
-    return jnp.where(jnp.abs(x) < _SMALL, _tanh_small(x), sign - 2 * sign * _sigmoid_of_minus_2abs(x))
+    return jnp.where(
+        jnp.abs(x) < _SMALL, _tanh_small(x), sign - 2 * sign * _sigmoid_of_minus_2abs(x)
+    )
 
 
 @jax.custom_jvp
@@ -188,7 +204,10 @@ class CellWeights(NamedTuple):
 
     @classmethod
     def from_params(
-        cls, params: Mapping[str, Array], names: Mapping[str, str] | None = None, dtype: jnp.dtype | None = None
+        cls,
+        params: Mapping[str, Array],
+        names: Mapping[str, str] | None = None,
+        dtype: jnp.dtype | None = None,
     ) -> CellWeights:
         """A cell's weights from torch-named parameters.
 
@@ -207,7 +226,9 @@ class CellWeights(NamedTuple):
         if "bias_ih" in names:
             bias = cast(params[names["bias_ih"]] + params[names["bias_hh"]])
         projection = cast(params[names["weight_hr"]]).T if "weight_hr" in names else None
-        return cls(cast(params[names["weight_ih"]]).T, cast(params[names["weight_hh"]]).T, bias, projection)
+        return cls(
+            cast(params[names["weight_ih"]]).T, cast(params[names["weight_hh"]]).T, bias, projection
+        )
 
 
 class StepResult(NamedTuple):
@@ -267,7 +288,9 @@ class StepGrads(NamedTuple):
     h_raw: Array | None
 
 
-def step_bwd(w: CellWeights, acts: Array, c_new: Array, c_prev: Array, dh: Array, dc: Array) -> StepGrads:
+def step_bwd(
+    w: CellWeights, acts: Array, c_new: Array, c_prev: Array, dh: Array, dc: Array
+) -> StepGrads:
     """The backward of `step`: cotangents of its inputs from cotangents of its outputs.
 
     Args:
@@ -351,7 +374,9 @@ def lstm_cell(
 def _check_cell_params(params: Mapping[str, Array]) -> None:
     """Raises unless `params` are a cell's, with shapes consistent with `weight_ih`'s `(4H, I)`."""
     if not isinstance(params, Mapping):
-        raise TypeError(f"params must be a mapping {{torch name: array}}, got {type(params).__name__}")
+        raise TypeError(
+            f"params must be a mapping {{torch name: array}}, got {type(params).__name__}"
+        )
     w_ih = params.get("weight_ih")
     if w_ih is None or jnp.ndim(w_ih) != 2 or jnp.shape(w_ih)[0] % 4:
         got = "missing" if w_ih is None else f"shape {tuple(jnp.shape(w_ih))}"

@@ -1,4 +1,4 @@
-"""A checked `lstm`: validates what cannot be checked while tracing, with `jax.experimental.checkify`.
+"""A checked `lstm`: checks what cannot be checked while tracing, with checkify.
 
 `jaxlstm.lstm` checks every shape and dtype at trace time, and the values of `seq_lengths`
 when they are concrete (numpy arrays, Python lists, or jax arrays outside `jit`). Under
@@ -112,12 +112,15 @@ def lstm(
             closed over by the caller.
 
     Example:
-        >>> err, (out, _) = lstm(params, x, config=cfg, seq_lengths=jnp.array([3, 0]))  # doctest: +SKIP
+        >>> lengths = jnp.array([3, 0])
+        >>> err, (out, _) = lstm(params, x, config=cfg, seq_lengths=lengths)  # doctest: +SKIP
         >>> err.get()  # doctest: +SKIP
         'seq_lengths must be in [1, T=7], got values from 0 to 3 (at ...)'
     """
 
-    return _checked(config, resolve_scan(scan), errors | checkify.user_checks)(params, x, hx, seq_lengths, dropout_key)
+    return _checked(config, resolve_scan(scan), errors | checkify.user_checks)(
+        params, x, hx, seq_lengths, dropout_key
+    )
 
 
 @functools.lru_cache(maxsize=64)
@@ -129,6 +132,14 @@ def _checked(config: LSTMConfig, scan: ScanOptions, errors: frozenset):
         steps = _steps(x, config)
         if seq_lengths is not None and steps is not None:
             check_seq_lengths(seq_lengths, steps)
-        return _lstm(params, x, hx, config=config, seq_lengths=seq_lengths, dropout_key=dropout_key, scan=scan)
+        return _lstm(
+            params,
+            x,
+            hx,
+            config=config,
+            seq_lengths=seq_lengths,
+            dropout_key=dropout_key,
+            scan=scan,
+        )
 
     return checkify.checkify(jax.jit(run), errors=errors)

@@ -243,7 +243,9 @@ class LSTMCellConfig:
 
         Its parameters are the cell's under the names `layer_names(...)` gives.
         """
-        return LSTMConfig(self.input_size, self.hidden_size, bias=self.bias, batch_first=batch_first)
+        return LSTMConfig(
+            self.input_size, self.hidden_size, bias=self.bias, batch_first=batch_first
+        )
 
     @classmethod
     def from_state_dict(cls, state_dict: Mapping[str, Any], *, prefix: str = "") -> LSTMCellConfig:
@@ -312,7 +314,11 @@ def layer_names(config: LSTMCellConfig) -> dict[str, str]:
 
 def _under_prefix(state_dict: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     """The entries of `state_dict` whose key starts with `prefix`, with it stripped."""
-    return {k[len(prefix) :]: v for k, v in state_dict.items() if isinstance(k, str) and k.startswith(prefix)}
+    return {
+        k[len(prefix) :]: v
+        for k, v in state_dict.items()
+        if isinstance(k, str) and k.startswith(prefix)
+    }
 
 
 def _found_keys(state_dict: Mapping[str, Any], most: int = 8) -> str:

@@ -127,7 +127,9 @@ def init_params(
     """
     check_key("key", key)
     if not isinstance(config, (LSTMConfig, LSTMCellConfig)):
-        raise TypeError(f"config must be a jaxlstm.LSTMConfig or LSTMCellConfig, got {type(config).__name__}")
+        raise TypeError(
+            f"config must be a jaxlstm.LSTMConfig or LSTMCellConfig, got {type(config).__name__}"
+        )
     dtype = check_float_dtype("dtype (param_dtype) of the parameters", dtype)
     given = {
         "kernel_init": kernel_init,
@@ -137,22 +139,35 @@ def init_params(
     }
     for name, init in given.items():
         if init is not None and not callable(init):
-            raise TypeError(f"{name} must be an initializer init(key, shape, dtype) or None, got {init!r}")
+            raise TypeError(
+                f"{name} must be an initializer init(key, shape, dtype) or None, got {init!r}"
+            )
     default = torch_uniform(config.hidden_size)
     params = {}
     roles = param_roles(config)
     for position, (name, shape) in enumerate(config.param_shapes().items()):
         argument, is_kernel = _ROLES[roles[name]]
         init = given[argument] or default
-        value = _draw(init, jax.random.fold_in(key, position), shape, dtype, is_kernel, f"{argument} for {name}")
+        value = _draw(
+            init,
+            jax.random.fold_in(key, position),
+            shape,
+            dtype,
+            is_kernel,
+            f"{argument} for {name}",
+        )
         params[name] = value
     return params
 
 
-def _draw(init: Initializer, key: Array, shape: tuple[int, ...], dtype: Any, is_kernel: bool, what: str) -> Array:
+def _draw(
+    init: Initializer, key: Array, shape: tuple[int, ...], dtype: Any, is_kernel: bool, what: str
+) -> Array:
     """`init`'s array for a parameter of torch shape `shape` (kernels drawn transposed)."""
     asked = tuple(reversed(shape)) if is_kernel else shape
     value = jnp.asarray(init(key, asked, dtype))
     if value.shape != asked:
-        raise ValueError(f"{what} returned shape {value.shape} for the shape {asked} it was asked for")
+        raise ValueError(
+            f"{what} returned shape {value.shape} for the shape {asked} it was asked for"
+        )
     return (value.T if is_kernel else value).astype(dtype)

@@ -78,22 +78,34 @@ def lstm_layer(
         x = jnp.where(mask[..., None], x, jnp.zeros((), x.dtype))
     # Flipping x [T, B, I] is cheaper than flipping the projections [T, B, 4H].
     xs = (x, jnp.flip(x, axis=0))[:num_dirs]
-    masks = None if mask is None else (mask[..., None], jnp.flip(mask, axis=0)[..., None])[:num_dirs]
+    masks = (
+        None if mask is None else (mask[..., None], jnp.flip(mask, axis=0)[..., None])[:num_dirs]
+    )
     groups = [tuple(range(num_dirs))] if scan.fuse_directions else [(d,) for d in range(num_dirs)]
     hs: list[Array] = [None] * num_dirs
     c_n: list[Array] = [None] * num_dirs
     for group in groups:
-        pick = lambda values, group=group: None if values is None else tuple(values[d] for d in group)  # noqa: E731
-        group_hs, group_c = _recurrence(pick(xs), pick(weights), pick(h0), pick(c0), pick(masks), scan)
+        group_hs, group_c = _recurrence(
+            *(_pick(values, group) for values in (xs, weights, h0, c0, masks)), scan
+        )
         for d, h_d, c_d in zip(group, group_hs, group_c, strict=True):
             hs[d], c_n[d] = h_d, c_d
     # A masked step repeats the carry, so the last step's h is the final one.
     h_n = tuple(h[-1] for h in hs)
-    ys = hs if masks is None else [jnp.where(m, h, jnp.zeros((), h.dtype)) for m, h in zip(masks, hs, strict=True)]
+    ys = (
+        hs
+        if masks is None
+        else [jnp.where(m, h, jnp.zeros((), h.dtype)) for m, h in zip(masks, hs, strict=True)]
+    )
     if num_dirs == 2:
         ys[1] = jnp.flip(ys[1], axis=0)
     out = ys[0] if num_dirs == 1 else jnp.concatenate(ys, axis=-1)
     return out, h_n, tuple(c_n)
+
+
+def _pick(values: tuple | None, directions: tuple[int, ...]) -> tuple | None:
+    """The entries of a per-direction tuple for the given directions (None stays None)."""
+    return None if values is None else tuple(values[d] for d in directions)
 
 
 def _recurrence(xs, weights, h0, c0, masks, scan: ScanOptions):
@@ -153,12 +165,18 @@ def _forward_scan(weights, x_proj, h0, c0, masks, scan: ScanOptions, *, for_back
             for d, w in enumerate(weights)
         ]
         hs, cs = tuple(r.h for r in new), tuple(r.c for r in new)
-        kept = (hs, cs if for_backward else None, tuple(r.acts for r in new) if keep_gates else None)
+        kept = (
+            hs,
+            cs if for_backward else None,
+            tuple(r.acts for r in new) if keep_gates else None,
+        )
         return (hs, cs), kept
 
     if scan.remat and not for_backward:
         body = jax.checkpoint(body, prevent_cse=False)
-    (_, c_n), (hs, cs, acts) = jax.lax.scan(body, (tuple(h0), tuple(c0)), (x_proj, masks), unroll=scan.unroll)
+    (_, c_n), (hs, cs, acts) = jax.lax.scan(
+        body, (tuple(h0), tuple(c0)), (x_proj, masks), unroll=scan.unroll
+    )
     return hs, c_n, cs, acts
 
 
@@ -222,9 +240,17 @@ def _reverse_scan(weights, xs, h_prev, c_prev, cs, acts, masks, d_hs, d_c_n, sca
     def body(carry, inputs):
         d_hs_t, x_t, acts_t, c_t, h_prev_t, c_prev_t, m_t = inputs
         new = [
-            one(w, carry[0][d] + d_hs_t[d], carry[1][d], None if x_t is None else x_t[d],
-                None if acts_t is None else acts_t[d], c_t[d], h_prev_t[d], c_prev_t[d],
-                None if m_t is None else m_t[d])
+            one(
+                w,
+                carry[0][d] + d_hs_t[d],
+                carry[1][d],
+                None if x_t is None else x_t[d],
+                None if acts_t is None else acts_t[d],
+                c_t[d],
+                h_prev_t[d],
+                c_prev_t[d],
+                None if m_t is None else m_t[d],
+            )
             for d, w in enumerate(weights)
         ]
         dh, dc, d_gates, proj = (tuple(v) for v in zip(*new, strict=True))
@@ -244,15 +270,21 @@ def _recurrence_bwd(scan: ScanOptions, residuals, cotangents):
     with jax.named_scope("recurrence_bwd"):
         h_prev = tuple(_shift_in(h, s) for h, s in zip(h0, hs, strict=True))
         c_prev = tuple(_shift_in(c, s) for c, s in zip(c0, cs, strict=True))
-        dh0, dc0, d_gates, proj = _reverse_scan(weights, xs, h_prev, c_prev, cs, acts, masks, d_hs, d_c_n, scan)
+        dh0, dc0, d_gates, proj = _reverse_scan(
+            weights, xs, h_prev, c_prev, cs, acts, masks, d_hs, d_c_n, scan
+        )
     with jax.named_scope("gradient_products"):
         d_xs = tuple(_project(g, w.kernel.T) for g, w in zip(d_gates, weights, strict=True))
         d_weights = tuple(
             CellWeights(
                 kernel=_sum_tb(x, g).astype(w.kernel.dtype),
                 recurrent_kernel=_sum_tb(h, g).astype(w.recurrent_kernel.dtype),
-                bias=None if w.bias is None else g.sum(axis=(0, 1), dtype=w.bias.dtype).astype(w.bias.dtype),
-                projection=None if w.projection is None else _sum_tb(p[1], p[0]).astype(w.projection.dtype),
+                bias=None
+                if w.bias is None
+                else g.sum(axis=(0, 1), dtype=w.bias.dtype).astype(w.bias.dtype),
+                projection=None
+                if w.projection is None
+                else _sum_tb(p[1], p[0]).astype(w.projection.dtype),
             )
             for w, x, h, g, p in zip(weights, xs, h_prev, d_gates, proj, strict=True)
         )

@@ -34,9 +34,17 @@ from jaxlstm.torch_io import linen_from_torch as from_torch
 from jaxlstm.torch_io import linen_load_torch_state_dict as load_torch_state_dict
 from jaxlstm.torch_io import linen_torch_state_dict as torch_state_dict
 
-__all__ = ["LSTM", "LSTMCell", "from_params", "from_torch", "load_torch_state_dict", "torch_state_dict"]
+__all__ = [
+    "LSTM",
+    "LSTMCell",
+    "from_params",
+    "from_torch",
+    "load_torch_state_dict",
+    "torch_state_dict",
+]
 
 Array = jax.Array
+
 
 def _declare_params(
     module: nn.Module, config: LSTMConfig | LSTMCellConfig, inits: dict[str, Initializer | None]
@@ -180,7 +188,9 @@ class LSTM(nn.Module):
         if self.dtype is not None:
             params = {k: v.astype(self.dtype) for k, v in params.items()}
             x = x.astype(self.dtype)
-        return lstm(params, x, hx, config=config, seq_lengths=seq_lengths, dropout_key=key, scan=scan)
+        return lstm(
+            params, x, hx, config=config, seq_lengths=seq_lengths, dropout_key=key, scan=scan
+        )
 
 
 class LSTMCell(nn.Module):
@@ -271,13 +281,17 @@ def from_params(
         (5, 2, 4)
     """
     if not isinstance(config, (LSTMConfig, LSTMCellConfig)):
-        raise TypeError(f"config must be a jaxlstm.LSTMConfig or LSTMCellConfig, got {type(config).__name__}")
+        raise TypeError(
+            f"config must be a jaxlstm.LSTMConfig or LSTMCellConfig, got {type(config).__name__}"
+        )
     shapes = config.param_shapes()
     check_params(params, shapes)
     values = {name: jnp.asarray(params[name]) for name in shapes}
     param_dtype = jnp.result_type(*values.values())
     if isinstance(config, LSTMCellConfig):
-        module: nn.Module = LSTMCell(config.hidden_size, bias=config.bias, dtype=dtype, param_dtype=param_dtype)
+        module: nn.Module = LSTMCell(
+            config.hidden_size, bias=config.bias, dtype=dtype, param_dtype=param_dtype
+        )
     else:
         module = LSTM(
             config.hidden_size,

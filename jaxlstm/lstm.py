@@ -98,7 +98,9 @@ def lstm(
         with jax.named_scope(f"layer_{k}"):
             weights = layer_weights(params, config, k, dtype)
             states = slice(k * config.num_directions, (k + 1) * config.num_directions)
-            layer_input, h_k, c_k = lstm_layer(weights, layer_input, h0[states], c0[states], mask=mask, scan=scan)
+            layer_input, h_k, c_k = lstm_layer(
+                weights, layer_input, h0[states], c0[states], mask=mask, scan=scan
+            )
         h_n += h_k
         c_n += c_k
         if k < config.num_layers - 1 and dropout_key is not None and config.dropout > 0:
@@ -143,7 +145,9 @@ def _layout_in(x: Any, config: LSTMConfig) -> _Inputs:
             f"[T, I], got shape {x.shape}"
         )
     if x.shape[-1] != config.input_size:
-        raise ValueError(f"input.size(-1) must be equal to input_size={config.input_size}, got shape {x.shape}")
+        raise ValueError(
+            f"input.size(-1) must be equal to input_size={config.input_size}, got shape {x.shape}"
+        )
     batched = x.ndim == 3
     given_shape = tuple(x.shape)
     if not batched:
@@ -151,11 +155,15 @@ def _layout_in(x: Any, config: LSTMConfig) -> _Inputs:
     elif config.batch_first:
         x = jnp.swapaxes(x, 0, 1)
     if x.shape[0] == 0:
-        raise ValueError(f"input must have at least one time step (T >= 1), got shape {given_shape}")
+        raise ValueError(
+            f"input must have at least one time step (T >= 1), got shape {given_shape}"
+        )
     return _Inputs(x, batched, given_shape)
 
 
-def _initial_state(hx: Any, config: LSTMConfig, inputs: _Inputs, dtype: Any) -> tuple[list[Array], list[Array]]:
+def _initial_state(
+    hx: Any, config: LSTMConfig, inputs: _Inputs, dtype: Any
+) -> tuple[list[Array], list[Array]]:
     """Stage 2: `(h0, c0)` as D·L arrays `[B, H_out]` and `[B, H]`, zeros when `hx` is None.
 
     Raises:
@@ -178,14 +186,21 @@ def _initial_state(hx: Any, config: LSTMConfig, inputs: _Inputs, dtype: Any) -> 
     return list(h0), list(c0)
 
 
-def _check_state_shape(label: str, value: Array, shape: tuple[int, ...], size: str, inputs: _Inputs) -> None:
+def _check_state_shape(
+    label: str, value: Array, shape: tuple[int, ...], size: str, inputs: _Inputs
+) -> None:
     want = shape if inputs.batched else (shape[0], shape[2])
     dims = f"(D*L, B, {size})" if inputs.batched else f"(D*L, {size})"
     if value.ndim != len(want):
         kind = "3-D for batched input" if inputs.batched else "2-D for unbatched input"
-        raise ValueError(f"hx {label} must be {kind} with shape {dims} = {want}, got shape {value.shape}")
+        raise ValueError(
+            f"hx {label} must be {kind} with shape {dims} = {want}, got shape {value.shape}"
+        )
     if tuple(value.shape) != want:
-        raise ValueError(f"hx {label} must have shape {dims} = {want} (input batch B={inputs.batch}), got {value.shape}")
+        raise ValueError(
+            f"hx {label} must have shape {dims} = {want} (input batch B={inputs.batch}), "
+            f"got {value.shape}"
+        )
 
 
 def _lengths_mask(seq_lengths: Any, inputs: _Inputs) -> Array:
@@ -204,25 +219,32 @@ def _lengths_mask(seq_lengths: Any, inputs: _Inputs) -> Array:
             f"input, got {lengths.shape}"
         )
     if not inputs.batched and lengths.shape not in ((), (1,)):
-        raise ValueError(f"seq_lengths for unbatched input must be a scalar, got shape {lengths.shape}")
+        raise ValueError(
+            f"seq_lengths for unbatched input must be a scalar, got shape {lengths.shape}"
+        )
     if is_concrete(seq_lengths):
         # Read the values with numpy: under jit even a constant becomes a tracer once it has
         # gone through jnp (so `lengths.min()` could not be converted to an int).
         values = np.asarray(seq_lengths)
         lo, hi = int(values.min()), int(values.max())
         if lo < 1 or hi > inputs.steps:
-            raise ValueError(f"seq_lengths must be in [1, T={inputs.steps}], got values from {lo} to {hi}")
+            raise ValueError(
+                f"seq_lengths must be in [1, T={inputs.steps}], got values from {lo} to {hi}"
+            )
     return jnp.arange(inputs.steps)[:, None] < lengths.reshape(inputs.batch)[None, :]
 
 
-def layer_weights(params: Mapping[str, Array], config: LSTMConfig, layer: int, dtype: Any) -> tuple[CellWeights, ...]:
+def layer_weights(
+    params: Mapping[str, Array], config: LSTMConfig, layer: int, dtype: Any
+) -> tuple[CellWeights, ...]:
     """Stage 4: layer `layer`'s weights per direction, in the compute dtype.
 
     Returns:
         `(forward,)` or `(forward, backward)` `CellWeights`.
     """
     return tuple(
-        CellWeights.from_params(params, param_names(config, layer, d), dtype) for d in range(config.num_directions)
+        CellWeights.from_params(params, param_names(config, layer, d), dtype)
+        for d in range(config.num_directions)
     )
 
 
@@ -237,7 +259,7 @@ def _dropout(key: Array, x: Array, rate: float) -> Array:
 def _layout_out(
     out: Array, h_n: Array, c_n: Array, config: LSTMConfig, inputs: _Inputs
 ) -> tuple[Array, tuple[Array, Array]]:
-    """Stage 6: `out` back to the caller's layout; `h_n`, `c_n` `[D*L, B, *]` (unbatched: `[D*L, *]`)."""
+    """Stage 6: `out` in the caller's layout; `h_n`, `c_n` `[D*L, B, *]` (unbatched `[D*L, *]`)."""
     if not inputs.batched:
         return out[:, 0], (h_n[:, 0], c_n[:, 0])
     if config.batch_first:

@@ -34,7 +34,11 @@ def check_rngs(rngs: Any) -> nnx.Rngs:
         TypeError: `rngs` is anything else (an int seed, a bare key, a numpy Generator).
     """
     if not isinstance(rngs, nnx.Rngs):
-        got = f"{type(rngs).__name__} {rngs!r}" if isinstance(rngs, (int, float, str)) else type(rngs).__name__
+        got = (
+            f"{type(rngs).__name__} {rngs!r}"
+            if isinstance(rngs, (int, float, str))
+            else type(rngs).__name__
+        )
         raise TypeError(f"rngs must be an nnx.Rngs such as nnx.Rngs(0), got {got}")
     return rngs
 
@@ -210,7 +214,9 @@ class LSTM(_TorchNamedParams):
         if not self.deterministic and self.dropout_rngs is not None:
             key = self.dropout_rngs()
         params, x = self._compute_inputs(x)
-        return lstm(params, x, hx, config=self.config, seq_lengths=seq_lengths, dropout_key=key, scan=scan)
+        return lstm(
+            params, x, hx, config=self.config, seq_lengths=seq_lengths, dropout_key=key, scan=scan
+        )
 
     def as_cell(self) -> LSTMCell:
         """The `LSTMCell` holding this one-layer LSTM's weights, to step it by hand.
@@ -223,11 +229,16 @@ class LSTM(_TorchNamedParams):
         if cfg.num_layers != 1 or cfg.bidirectional or cfg.proj_size:
             raise ValueError(
                 "only a one-layer, one-direction LSTM without projection is a cell, got "
-                f"num_layers={cfg.num_layers}, bidirectional={cfg.bidirectional}, proj_size={cfg.proj_size}"
+                f"num_layers={cfg.num_layers}, bidirectional={cfg.bidirectional}, "
+                f"proj_size={cfg.proj_size}"
             )
         cell_config = LSTMCellConfig(cfg.input_size, cfg.hidden_size, bias=cfg.bias)
         params = self.params
-        return from_params({role: params[name] for role, name in layer_names(cell_config).items()}, cell_config, dtype=self.dtype)
+        return from_params(
+            {role: params[name] for role, name in layer_names(cell_config).items()},
+            cell_config,
+            dtype=self.dtype,
+        )
 
 
 class LSTMCell(_TorchNamedParams):
@@ -347,10 +358,14 @@ def from_params(
         4
     """
     if not isinstance(config, (LSTMConfig, LSTMCellConfig)):
-        raise TypeError(f"config must be a jaxlstm.LSTMConfig or LSTMCellConfig, got {type(config).__name__}")
+        raise TypeError(
+            f"config must be a jaxlstm.LSTMConfig or LSTMCellConfig, got {type(config).__name__}"
+        )
     rngs = nnx.Rngs(0) if rngs is None else check_rngs(rngs)
     check_params(params, config.param_shapes())
-    param_dtype = np.result_type(*(np.dtype(getattr(v, "dtype", np.float32)) for v in params.values()))
+    param_dtype = np.result_type(
+        *(np.dtype(getattr(v, "dtype", np.float32)) for v in params.values())
+    )
     param_dtype = check_float_dtype("the parameters' dtype", param_dtype)
     if isinstance(config, LSTMCellConfig):
         arguments = {"bias": config.bias}
@@ -367,7 +382,12 @@ def from_params(
         cls = LSTM
     model = nnx.eval_shape(
         lambda: cls(
-            config.input_size, config.hidden_size, **arguments, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0)
+            config.input_size,
+            config.hidden_size,
+            **arguments,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=nnx.Rngs(0),
         )
     )
     model.set_params(params)

@@ -55,7 +55,9 @@ class ScanOptions:
 
     def __post_init__(self) -> None:
         unroll = self.unroll
-        if unroll is not None and (isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1):
+        if unroll is not None and (
+            isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1
+        ):
             raise ValueError(f"unroll must be a positive int or None, got {unroll!r}")
         require_bool("custom_vjp", self.custom_vjp)
         require_bool("remat", self.remat)

@@ -131,55 +131,105 @@ def base_parser(
 
     p = ArgumentParser(prog=prog, description=description, quick=quick)
     g = p.add_argument_group("training")
-    g.add_argument("--steps", type=int, default=defaults["steps"],
-                   help=helped("steps", "optimizer steps in the whole run (0 only evaluates)"))
-    g.add_argument("--seed", type=int, default=0,
-                   help="seed of the initial weights, the data order and dropout")
-    g.add_argument("--hidden-size", type=int, default=defaults["hidden_size"],
-                   help=helped("hidden_size", "LSTM hidden size H"))
-    g.add_argument("--num-layers", type=int, default=defaults["num_layers"],
-                   help=helped("num_layers", "stacked LSTM layers L"))
-    g.add_argument("--lr", type=float, default=defaults["lr"],
-                   help=helped("lr", "peak learning rate of the Adam schedule"))
-    g.add_argument("--batch-size", type=int, default=defaults["batch_size"],
-                   help=helped("batch_size", "global batch size; must be divisible by the "
-                               "number of devices"))
+    g.add_argument(
+        "--steps",
+        type=int,
+        default=defaults["steps"],
+        help=helped("steps", "optimizer steps in the whole run (0 only evaluates)"),
+    )
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the initial weights, the data order and dropout",
+    )
+    g.add_argument(
+        "--hidden-size",
+        type=int,
+        default=defaults["hidden_size"],
+        help=helped("hidden_size", "LSTM hidden size H"),
+    )
+    g.add_argument(
+        "--num-layers",
+        type=int,
+        default=defaults["num_layers"],
+        help=helped("num_layers", "stacked LSTM layers L"),
+    )
+    g.add_argument(
+        "--lr",
+        type=float,
+        default=defaults["lr"],
+        help=helped("lr", "peak learning rate of the Adam schedule"),
+    )
+    g.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults["batch_size"],
+        help=helped("batch_size", "global batch size; must be divisible by the number of devices"),
+    )
     g.add_argument("--quick", action="store_true", help=_quick_help(quick))
     o = p.add_argument_group("output")
-    o.add_argument("--out-dir", default=None,
-                   help=helped("out_dir", "where metrics.json, metrics.jsonl and the plots go"))
-    o.add_argument("--overwrite", action="store_true",
-                   help="replace the results of a different run in --out-dir (without it such "
-                   "a run is refused; re-running the same command there is always allowed)")
-    o.add_argument("--log-every", type=int, default=defaults["log_every"],
-                   help="steps between progress-bar updates (every step is still logged to "
-                   "metrics.jsonl)")
+    o.add_argument(
+        "--out-dir",
+        default=None,
+        help=helped("out_dir", "where metrics.json, metrics.jsonl and the plots go"),
+    )
+    o.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results of a different run in --out-dir (without it such "
+        "a run is refused; re-running the same command there is always allowed)",
+    )
+    o.add_argument(
+        "--log-every",
+        type=int,
+        default=defaults["log_every"],
+        help="steps between progress-bar updates (every step is still logged to metrics.jsonl)",
+    )
     o.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     o.add_argument("--no-plots", action="store_true", help="skip writing the .png plots")
     c = p.add_argument_group("checkpoints")
-    c.add_argument("--checkpoint-dir", default=None,
-                   help="save orbax checkpoints here (none are written without it)")
-    c.add_argument("--save-every", type=int, default=defaults["save_every"],
-                   help="steps between checkpoints (the last step is always saved)")
-    c.add_argument("--keep", type=int, default=3,
-                   help="how many of the latest checkpoints to keep")
-    c.add_argument("--resume", action="store_true",
-                   help="continue from the latest checkpoint in --checkpoint-dir (an error if "
-                   "there is none)")
-    c.add_argument("--stop-at", type=int, default=None,
-                   help="stop after this step without a final save, as if the run had been "
-                   "killed (for trying out --resume)")
+    c.add_argument(
+        "--checkpoint-dir",
+        default=None,
+        help="save orbax checkpoints here (none are written without it)",
+    )
+    c.add_argument(
+        "--save-every",
+        type=int,
+        default=defaults["save_every"],
+        help="steps between checkpoints (the last step is always saved)",
+    )
+    c.add_argument("--keep", type=int, default=3, help="how many of the latest checkpoints to keep")
+    c.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the latest checkpoint in --checkpoint-dir (an error if there is none)",
+    )
+    c.add_argument(
+        "--stop-at",
+        type=int,
+        default=None,
+        help="stop after this step without a final save, as if the run had been "
+        "killed (for trying out --resume)",
+    )
     d = p.add_argument_group("devices")
-    d.add_argument("--distributed", action="store_true",
-                   help="call jax.distributed.initialize() first, for a run over several "
-                   "processes/hosts; on SLURM, Open MPI, Kubernetes or Cloud TPU the three flags "
-                   "below are detected automatically")
-    d.add_argument("--coordinator-address", default=None,
-                   help="with --distributed: host:port of process 0")
-    d.add_argument("--num-processes", type=int, default=None,
-                   help="with --distributed: how many processes")
-    d.add_argument("--process-id", type=int, default=None,
-                   help="with --distributed: this process's index")
+    d.add_argument(
+        "--distributed",
+        action="store_true",
+        help="call jax.distributed.initialize() first, for a run over several "
+        "processes/hosts; on SLURM, Open MPI, Kubernetes or Cloud TPU the three flags "
+        "below are detected automatically",
+    )
+    d.add_argument(
+        "--coordinator-address", default=None, help="with --distributed: host:port of process 0"
+    )
+    d.add_argument(
+        "--num-processes", type=int, default=None, help="with --distributed: how many processes"
+    )
+    d.add_argument(
+        "--process-id", type=int, default=None, help="with --distributed: this process's index"
+    )
     return p
 
 

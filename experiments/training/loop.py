@@ -267,17 +267,33 @@ def train(
         start, state, carry = _starting_point(checkpoints, resume, state, carry, config, replicated)
         # Own copies: the train step donates them, and the task's arrays must stay valid.
         state, carry = replicate((state, carry), mesh, copy=True)
-        plan = _Plan(start, steps if stop_at is None else min(stop_at, steps), steps,
-                     log_every, save_every)
+        plan = _Plan(
+            start, steps if stop_at is None else min(stop_at, steps), steps, log_every, save_every
+        )
         train_step = make_train_step(graphdef, task.loss_fn, replicated)
         t0 = time.perf_counter()
         with (
             MetricsLog(out_dir, start_step=start, lr_fn=task.lr_fn, write=is_main) as log,
-            tqdm(total=steps, initial=start, desc=task.name, dynamic_ncols=True,
-                 disable=not (progress and is_main)) as bar,
+            tqdm(
+                total=steps,
+                initial=start,
+                desc=task.name,
+                dynamic_ncols=True,
+                disable=not (progress and is_main),
+            ) as bar,
         ):
-            state, carry = _run_steps(task, train_step, state, carry, mesh=mesh, plan=plan,
-                                      log=log, bar=bar, checkpoints=checkpoints, config=config)
+            state, carry = _run_steps(
+                task,
+                train_step,
+                state,
+                carry,
+                mesh=mesh,
+                plan=plan,
+                log=log,
+                bar=bar,
+                checkpoints=checkpoints,
+                config=config,
+            )
         seconds = time.perf_counter() - t0
     finally:
         if checkpoints is not None:

@@ -86,7 +86,5 @@ def shard_batch(
         else:
             spec = P(DATA_AXIS)
         sharding = NamedSharding(mesh, spec)
-        out[name] = jax.make_array_from_callback(
-            value.shape, sharding, lambda idx, v=value: v[idx]
-        )
+        out[name] = jax.make_array_from_callback(value.shape, sharding, lambda idx, v=value: v[idx])
     return out
