@@ -26,7 +26,9 @@ activated gates for the backward pass, or with `ScanOptions.remat` only the stat
 reverse step then recomputing its gates. The backward pass is itself differentiable, so
 every derivative that starts with reverse mode works (`grad` of `grad`, `jvp` of `grad`,
 `jax.hessian`). JAX cannot run forward mode (`jax.jvp`, `jax.jacfwd`, `jax.linearize`)
-through a `custom_vjp`: under forward mode the layer differentiates the plain scan instead.
+through a `custom_vjp`: when the layer is traced under forward mode it differentiates the
+plain scan instead. A function compiled before forward mode reaches it (`jax.jvp(jax.jit(f))`)
+was traced without autodiff and holds the custom VJP: it needs `ScanOptions(custom_vjp=False)`.
 
 Stacked layers run one after another (T·L sequential steps), not as a wavefront (layer l at
 step t beside layer l+1 at step t-1): a bidirectional layer's backward direction needs the
@@ -115,15 +117,35 @@ def _recurrence(xs, weights, h0, c0, masks, scan: ScanOptions):
         `(hs, c_n)`: per direction, `[T, B, H_out]` hidden states in scan-time order (a
         masked step repeats the carry) and the final `[B, H]` cell state.
     """
-    if scan.custom_vjp:
+    if scan.custom_vjp and not _traced_for_forward_mode((xs, weights, h0, c0)):
         try:
             return _recurrence_custom_vjp(xs, weights, h0, c0, masks, scan)
         except TypeError as e:
-            # JAX refuses forward mode through a custom_vjp while tracing, before anything is
-            # computed: differentiate the plain scan instead (same values, every mode).
+            # Eager forward mode that the check above missed: JAX refuses it while tracing,
+            # before anything is computed, so the plain scan can take over.
             if "forward-mode autodiff" not in str(e):
                 raise
     return _recurrence_plain(xs, weights, h0, c0, masks, scan)
+
+
+def _traced_for_forward_mode(tree) -> bool:
+    """Whether any array of `tree` is being traced by forward-mode autodiff.
+
+    JAX runs no forward mode through a `custom_vjp`, and under `jax.jit` it reports that only
+    when lowering, too late to switch. So the layer looks at its inputs' tracers while it is
+    traced: `jax.jvp`, `jax.jacfwd` and `jax.linearize` trace with a `JVPTrace` or a
+    `LinearizeTrace` that is not building a VJP, reverse mode with a `LinearizeTrace` that
+    is. These are JAX's internal names: if they change, this returns False and forward mode
+    fails with JAX's own error, never with a wrong result.
+    """
+    for leaf in jax.tree.leaves(tree):
+        trace = getattr(leaf, "_trace", None) if isinstance(leaf, jax.core.Tracer) else None
+        kind = type(trace).__name__
+        if kind == "JVPTrace" or (
+            kind == "LinearizeTrace" and getattr(trace, "is_vjp", True) is False
+        ):
+            return True
+    return False
 
 
 def _project(x: Array, kernel: Array) -> Array:

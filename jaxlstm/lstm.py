@@ -68,7 +68,9 @@ def lstm(
     Note:
         Every derivative works: reverse mode (`jax.grad`, `grad` of `grad`, `jax.hessian`)
         through the hand-written backward pass by default, forward mode (`jax.jvp`,
-        `jax.jacfwd`, `jax.linearize`) through autodiff of the plain scan. Traced
+        `jax.jacfwd`, `jax.linearize`) through autodiff of the plain scan when `lstm` is
+        traced under it. Forward mode of a function compiled before it reaches `lstm`
+        (`jax.jvp(jax.jit(f), ...)`) needs `ScanOptions(custom_vjp=False)`. Traced
         `seq_lengths` (arguments of a `jax.jit`-ed, `vmap`-ed or differentiated function)
         have no values at trace time, so an out-of-range length raises nothing: a length
         ≤ 0 gives a sequence with no valid step (`out` all 0, `h_n`/`c_n` equal to

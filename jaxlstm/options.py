@@ -27,8 +27,9 @@ class ScanOptions:
             pass (True), or by autodiff of the plain scan (False). The hand-written pass is
             faster and supports every derivative that starts with reverse mode (`grad` of
             `grad`, Hessian-vector products as `jvp` of `grad`, `jax.hessian`). Plain forward
-            mode (`jax.jvp`, `jax.jacfwd`, `jax.linearize`) always differentiates the plain
-            scan, whatever this says.
+            mode (`jax.jvp`, `jax.jacfwd`, `jax.linearize`) differentiates the plain scan
+            whatever this says, except of a function compiled before (`jax.jvp(jax.jit(f))`),
+            which needs False.
         remat: keep only the states for the backward pass, not the four activated gates, and
             recompute the gates step by step in the backward pass: per layer, direction, step
             and sequence `H + H_out` values are kept instead of `5H + H_out`, for two more
