@@ -222,6 +222,23 @@ def test_forward_mode_works_with_the_default_options_and_matches_reverse_mode():
         assert_close(hvp(None), plain, "float64", "jvp of grad")
 
 
+def test_jvp_inside_jit_works_with_the_default_options():
+    # A jitted function that takes a jvp (jax.jit(lambda x, t: jax.jvp(f, (x,), (t,)))), the
+    # usual way to run forward mode, with the default options: the docstrings of lstm and
+    # ScanOptions promise that plain forward mode differentiates the plain scan whatever
+    # custom_vjp says. It must give the jvp of the plain scan.
+    with precision("float64"):
+        config, params, x, tangent = _forward_mode_problem({})
+
+        def jitted_jvp(scan):
+            f = lambda x: lstm(params, x, config=config, scan=scan)[0]  # noqa: E731
+            return jax.jit(lambda x, t: jax.jvp(f, (x,), (t,))[1])(x, tangent)
+
+        want = jitted_jvp(ScanOptions(custom_vjp=False))
+        assert np.abs(np.asarray(want)).max() > 0
+        assert_close(jitted_jvp(None), want, "float64", "jit(jvp) with the default options")
+
+
 def test_linearize_and_forward_mode_of_a_jitted_function_work_with_custom_vjp_off():
     # What the fallback cannot reach (documented): jax.linearize, and forward mode of a
     # function compiled before with the custom VJP. ScanOptions(custom_vjp=False) serves both.
