@@ -51,7 +51,11 @@ try:
     from hypothesis import HealthCheck, settings
 
     settings.register_profile(
-        "ci", max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+        "ci",
+        max_examples=40,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow],
     )
     settings.register_profile(
         "thorough", max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow]

@@ -1,92 +1,187 @@
-"""lstm_cell and jaxlstm.LSTMCell against torch.nn.LSTMCell, one step and stepped by hand."""
+"""jaxlstm.cell: lstm_cell against torch.nn.LSTMCell (jitted and not), the accuracy and the
+derivatives of its float32 activations, derivatives against finite differences, and its
+bad-input errors."""
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
+from absl.testing import parameterized
 
 import jaxlstm
-from tests.harness import assert_close, precision
+from jaxlstm import LSTMCellConfig, LSTMConfig
+from jaxlstm.config import layer_names, param_names
+from tests.harness import (
+    assert_close,
+    check_grads_rev2,
+    expect,
+    make_problem,
+    output_names,
+    precision,
+    run_jax,
+    run_torch,
+)
 
-torch = pytest.importorskip("torch")
+# --- against torch.nn.LSTMCell, through the harness -------------------------------------------
+
+
+def _cell_problem(dtype, bias=True, batched=True, with_hx=True, seed=0):
+    return make_problem(
+        LSTMCellConfig(10, 20, bias=bias),
+        batch=3 if batched else None,
+        with_hx=with_hx,
+        dtype=dtype,
+        seed=seed,
+    )
+
+
+def _assert_matches_torch(got, want, dtype):
+    assert got.keys() == want.keys()
+    for name in want:
+        chex.assert_shape(got[name], want[name].shape)
+        assert_close(got[name], want[name], dtype, name)
 
 
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 @pytest.mark.parametrize("batched", [True, False], ids=["batched", "unbatched"])
 @pytest.mark.parametrize("with_hx", [True, False], ids=["hx", "nohx"])
 def test_cell_matches_torch_with_grads(dtype, bias, batched, with_hx):
-    torch_dtype = getattr(torch, dtype)
-    torch.manual_seed(0)
-    cell = torch.nn.LSTMCell(10, 20, bias=bias).to(torch_dtype)
-    model = jaxlstm.from_torch(cell)
-    rng = np.random.default_rng(0)
-    shape = (3,) if batched else ()
-    x = rng.standard_normal((*shape, 10)).astype(dtype)
-    hx = tuple(rng.standard_normal((*shape, 20)).astype(dtype) for _ in range(2)) if with_hx else None
-    wh, wc = (rng.standard_normal((*shape, 20)).astype(dtype) for _ in range(2))
-
-    tx = torch.tensor(x, requires_grad=True)
-    thx = tuple(torch.tensor(a, requires_grad=True) for a in hx) if with_hx else None
-    th, tc = cell(tx, thx)
-    ((th * torch.tensor(wh)).sum() + (tc * torch.tensor(wc)).sum()).backward()
-
-    def loss(params, x, hx):
-        h, c = jaxlstm.lstm_cell(params, x, hx)
-        return (h * wh).sum() + (c * wc).sum(), (h, c)
-
-    grads, (h, c) = jax.grad(loss, argnums=(0, 1, 2), has_aux=True)(model.params, x, hx)
-    assert_close(h, th.detach().numpy(), dtype, "h")
-    assert_close(c, tc.detach().numpy(), dtype, "c")
-    for name, p in cell.named_parameters():
-        assert_close(grads[0][name], p.grad.numpy(), dtype, f"d/d {name}")
-    assert_close(grads[1], tx.grad.numpy(), dtype, "d/d x")
-    if with_hx:
-        assert_close(grads[2][0], thx[0].grad.numpy(), dtype, "d/d h")
-        assert_close(grads[2][1], thx[1].grad.numpy(), dtype, "d/d c")
+    """h', c' and the gradients of every parameter, x, h and c, op by op."""
+    pytest.importorskip("torch")
+    problem = _cell_problem(dtype, bias, batched, with_hx)
+    want = run_torch(problem)
+    got = run_jax(problem, jit=False)
+    assert set(output_names(problem.config)) < set(got)
+    _assert_matches_torch(got, want, dtype)
 
 
-def test_cell_stepped_by_hand_like_the_tutorial():
-    """Seed 004: `hx, cx = rnn(input[i], (hx, cx)); output.append(hx)` over time."""
-    torch.manual_seed(0)
-    rnn = torch.nn.LSTMCell(10, 20)
-    cell = jaxlstm.from_torch(rnn)
-    inputs = torch.randn(2, 3, 10)
-    hx, cx = torch.randn(3, 20), torch.randn(3, 20)
-    jh, jc = jnp.asarray(hx.numpy()), jnp.asarray(cx.numpy())
-    t_out, j_out = [], []
-    for i in range(inputs.size()[0]):
-        hx, cx = rnn(inputs[i], (hx, cx))
-        t_out.append(hx)
-        jh, jc = cell(inputs[i].numpy(), (jh, jc))
-        j_out.append(jh)
-    assert_close(jnp.stack(j_out), torch.stack(t_out).detach().numpy())
-    assert_close(jc, cx.detach().numpy())
+class CellMatchesTorchTest(chex.TestCase):
+    """`lstm_cell` jitted and op by op against `torch.nn.LSTMCell`, outputs and gradients."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(
+        ("float32-hx-batched-bias", "float32", True, True),
+        ("float64-nohx-unbatched-nobias", "float64", False, False),
+    )
+    def test_lstm_cell_matches_torch(self, dtype, with_hx, batched):
+        pytest.importorskip("torch")
+        problem = _cell_problem(dtype, bias=batched, batched=batched, with_hx=with_hx, seed=1)
+        want = run_torch(problem)
+        with precision(dtype):
+            got = run_jax(problem, self.variant(jaxlstm.lstm_cell), jit=False)
+        _assert_matches_torch(got, want, dtype)
 
 
 def test_cell_step_equals_one_step_lstm():
-    """LSTMCell weights run through lstm() for T=1 give the cell's output."""
-    cell = jaxlstm.LSTMCell(4, 5, rngs=nnx.Rngs(3))
-    cfg = jaxlstm.LSTMConfig(4, 5)
-    params = {k + "_l0": v for k, v in cell.params.items()}
-    x = jax.random.normal(jax.random.key(1), (2, 4))
-    h, c = cell(x)
-    out, (h_n, c_n) = jaxlstm.lstm(params, x[None], config=cfg)
+    """A cell's weights run through lstm() for T=1 give the cell's output, bit for bit.
+
+    Both compiled: op by op, the cell's elementwise operations round differently from the
+    fused loop body by an ulp for about half the draws of weights and inputs.
+    """
+    cell = LSTMCellConfig(4, 5)
+    params, x, _ = make_problem(cell, batch=2, with_hx=False, dtype="float32", seed=3).jax_inputs()
+    layer = {layer_names(cell)[k]: v for k, v in params.items()}
+    h, c = jax.jit(jaxlstm.lstm_cell)(params, x)
+    run = jax.jit(lambda p, x: jaxlstm.lstm(p, x, config=cell.as_lstm()))
+    out, (h_n, c_n) = run(layer, x[None])
     np.testing.assert_array_equal(h, h_n[0])
     np.testing.assert_array_equal(c, c_n[0])
     np.testing.assert_array_equal(h, out[0])
 
 
-def test_cell_init_is_torch_uniform():
-    cell = jaxlstm.LSTMCell(30, 64, rngs=nnx.Rngs(0))
-    bound = 1 / np.sqrt(64)
-    for name, value in cell.params.items():
-        v = np.asarray(value)
-        assert v.min() >= -bound and v.max() <= bound, name
-        assert v.max() - v.min() > 1.8 * bound, f"{name} does not span U(-1/sqrt(H), 1/sqrt(H))"
-    assert set(cell.params) == {"weight_ih", "weight_hh", "bias_ih", "bias_hh"}
+# --- derivatives against finite differences (float64) ------------------------------------------
+
+
+def _projected_cell_problem():
+    """One step of a one-layer LSTM with a projection: lstm_cell with `weight_hr`."""
+    config = LSTMConfig(3, 4, proj_size=2)
+    p = make_problem(config, batch=2, steps=1, with_hx=True, dtype="float64", seed=0)
+    roles = {name: role for role, name in param_names(config, 0, 0).items()}
+    params = {roles[k]: v for k, v in p.params.items()}
+    return params, p.x[0], p.hx[0][0], p.hx[1][0]
+
+
+def _unbatched_cell_problem():
+    p = make_problem(LSTMCellConfig(3, 4, bias=False), batch=None, with_hx=True,
+                     dtype="float64", seed=0)
+    return p.params, p.x, *p.hx
+
+
+CELL_CASES = {"bias-proj": _projected_cell_problem, "no-bias-unbatched": _unbatched_cell_problem}
+
+
+@pytest.mark.parametrize("case", CELL_CASES.values(), ids=CELL_CASES.keys())
+def test_lstm_cell_grads(case):
+    """First and second order reverse mode against central differences."""
+    with precision("float64"):
+        params, x, h, c = jax.tree.map(jnp.asarray, case())
+
+        def f(params, x, h, c):
+            return jaxlstm.lstm_cell(params, x, (h, c))
+
+        check_grads_rev2(f, (params, x, h, c))
+
+
+# --- bad input: (call, exception, fragments naming argument, expected, got) --------------------
+
+CELL = {"weight_ih": jnp.ones((20, 3)), "weight_hh": jnp.ones((20, 5))}  # I=3, H=5
+
+
+def cell_call(x, hx=None, params=CELL):
+    return lambda: jaxlstm.lstm_cell(params, x, hx)
+
+
+CALL_CASES = {
+    "cell x wrong I": (cell_call(jnp.ones((2, 4))), ValueError, "x", "(2, 3)", "got (2, 4)"),
+    "cell x rank 3": (
+        cell_call(jnp.ones((1, 2, 3))), ValueError, "x", "[B, I]", "got shape (1, 2, 3)"
+    ),
+    "cell x int": (
+        cell_call(jnp.ones((2, 3), jnp.int32)), TypeError, "x", "floating-point", "got int32"
+    ),
+    "cell hx bare array": (
+        cell_call(jnp.ones((2, 3)), jnp.zeros((2, 5))),
+        TypeError, "hx", "tuple (h_0, c_0)", "got a bare ArrayImpl of shape (2, 5)",
+    ),
+    "cell hx batch mismatch": (
+        cell_call(jnp.ones((2, 3)), (jnp.zeros((3, 5)), jnp.zeros((2, 5)))),
+        ValueError, "hx[0] (h)", "(2, 5)", "got (3, 5)",
+    ),
+    "cell hx int": (
+        cell_call(jnp.ones((2, 3)), (jnp.zeros((2, 5), jnp.int32), jnp.zeros((2, 5)))),
+        TypeError, "hx[0] (h)", "floating-point", "got int32",
+    ),
+    "cell params missing weight_hh": (
+        cell_call(jnp.ones((2, 3)), params={"weight_ih": CELL["weight_ih"]}),
+        ValueError, "params", "missing keys ['weight_hh']",
+    ),
+    "cell params one bias, weight_hh mis-shaped": (
+        cell_call(jnp.ones((2, 3)),
+                  params=CELL | {"weight_hh": jnp.ones((20, 4)), "bias_ih": jnp.ones(20)}),
+        ValueError, "params", "missing keys ['bias_hh']",
+        "weight_hh: expected (20, 5), got (20, 4)",
+    ),
+    "cell params weight_ih not 4H rows": (
+        cell_call(jnp.ones((2, 3)), params={"weight_ih": jnp.ones((7, 3))}),
+        ValueError, "params['weight_ih']", "(4H, I)", "got shape (7, 3)",
+    ),
+    "cell params not a mapping": (
+        cell_call(jnp.ones((2, 3)), params=[CELL["weight_ih"]]),
+        TypeError, "params", "mapping", "got list",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CALL_CASES.values(), ids=CALL_CASES.keys())
+def test_call_argument_errors(case):
+    fn, exc, *fragments = case
+    expect(exc, fn, *fragments)
+
+
+# --- float32 accuracy of the activations ---------------------------------------------------------
 
 
 def _ulps(got, exact: np.ndarray) -> np.ndarray:
@@ -103,7 +198,8 @@ def test_float32_tanh_and_gate_activations_are_within_about_an_ulp():
     ).astype(np.float32)
     exact_tanh = np.tanh(x.astype(np.float64))
     exact_sigmoid = 1 / (1 + np.exp(-x.astype(np.float64)))
-    columns = np.asarray(jax.jit(gate_activations)(np.repeat(x[:, None], 4, axis=1)))  # H = 1: i, f, g, o
+    # H = 1: the columns are i, f, g, o
+    columns = np.asarray(jax.jit(gate_activations)(np.repeat(x[:, None], 4, axis=1)))
     for what, got, exact, worst, mean in (
         ("tanh", jax.jit(tanh)(x), exact_tanh, 1.5, 0.15),
         ("tanh of the g block", columns[:, 2], exact_tanh, 1.5, 0.15),
@@ -111,7 +207,9 @@ def test_float32_tanh_and_gate_activations_are_within_about_an_ulp():
         ("sigmoid of the o block", columns[:, 3], exact_sigmoid, 2.5, 0.3),
     ):
         ulps = _ulps(got, exact)
-        assert ulps.max() <= worst and ulps.mean() <= mean, f"{what}: max {ulps.max():.2f}, mean {ulps.mean():.3f} ulp"
+        assert ulps.max() <= worst and ulps.mean() <= mean, (
+            f"{what}: max {ulps.max():.2f}, mean {ulps.mean():.3f} ulp"
+        )
     # A nearly closed gate keeps its relative precision (1/2 tanh(x/2) + 1/2 had none left).
     closed = np.linspace(-80, -15, 1001, dtype=np.float32)
     got = np.asarray(jax.jit(gate_activations)(np.repeat(closed[:, None], 4, axis=1)))[:, 1]
@@ -130,4 +228,6 @@ def test_gate_activation_derivatives_come_from_the_outputs():
         want = np.where(g_block, (1 + a) * (1 - a), a * (1 - a))
         np.testing.assert_allclose(np.diagonal(jac, axis1=1, axis2=2), want, rtol=1e-12)
         assert np.count_nonzero(jac - jnp.stack([jnp.diag(w) for w in want])) == 0
-        np.testing.assert_allclose(a, np.where(g_block, np.tanh(z), 1 / (1 + np.exp(-z))), rtol=1e-14)
+        np.testing.assert_allclose(
+            a, np.where(g_block, np.tanh(z), 1 / (1 + np.exp(-z))), rtol=1e-14
+        )

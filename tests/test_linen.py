@@ -1,17 +1,26 @@
-"""jaxlstm.linen: same outputs as the nnx modules given the same parameters, torch IN/O."""
+"""jaxlstm.linen: same outputs as the nnx modules and the core given the same parameters,
+from_params, dropout, dtypes and construction errors."""
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import linen as nn
-from flax import nnx
 
 import jaxlstm
 import jaxlstm.linen as jl
-from tests.harness import assert_close, random_lstm
+from jaxlstm import LSTMCellConfig, LSTMConfig
+from tests.harness import (
+    assert_close,
+    expect,
+    make_problem,
+    precision,
+    random_lstm,
+    random_params,
+)
 
 CONFIGS = {
     "uni": dict(),
@@ -22,18 +31,19 @@ CONFIGS = {
 IN, H, T, B = 3, 5, 6, 4
 
 
+def _problem(cfg, seed=0, batch=B, lengths=None):
+    """A float32 problem of `LSTMConfig(IN, H, **cfg)` with an initial state."""
+    return make_problem(LSTMConfig(IN, H, **cfg), batch=batch, steps=T, with_hx=True,
+                        seq_lengths=lengths, dtype="float32", seed=seed)
+
+
 def _input(cfg, seed=0):
-    rng = np.random.default_rng(seed)
-    shape = (B, T, IN) if cfg.get("batch_first") else (T, B, IN)
-    return jnp.asarray(rng.standard_normal(shape), jnp.float32)
+    return jnp.asarray(_problem(cfg, seed).x)
 
 
-def _hx(cfg, seed=1):
-    rng = np.random.default_rng(seed)
-    states = cfg.get("num_layers", 1) * (2 if cfg.get("bidirectional") else 1)
-    h = rng.standard_normal((states, B, cfg.get("proj_size") or H))
-    c = rng.standard_normal((states, B, H))
-    return jnp.asarray(h, jnp.float32), jnp.asarray(c, jnp.float32)
+def _assert_equal_trees(got, want):
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
 
 
 @pytest.mark.parametrize("name", ["uni", "no_bias_bi_proj"])
@@ -57,40 +67,39 @@ def test_linen_params_have_torch_names_and_init_bounds(name):
 def test_linen_and_nnx_give_identical_outputs(name, seq):
     cfg = CONFIGS[name]
     nnx_model = random_lstm(jaxlstm.LSTMConfig(IN, H, **cfg), 3)
-    x, hx = _input(cfg), _hx(cfg)
-    lengths = jnp.array([6, 1, 4, 3]) if seq else None
+    p = _problem(cfg, lengths=[6, 1, 4, 3] if seq else None)
+    _, x, hx = p.jax_inputs()
+    lengths = None if p.seq_lengths is None else jnp.asarray(p.seq_lengths)
     linen_model = jl.LSTM(H, **cfg)
     variables = {"params": nnx_model.params}
     got = linen_model.apply(variables, x, hx, seq_lengths=lengths)
     want = nnx_model(x, hx, seq_lengths=lengths)
     # Same parameters, same core function: bitwise equal.
-    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-        np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+    _assert_equal_trees(got, want)
 
 
 def test_linen_unbatched_and_jit_match_nnx():
     nnx_model = random_lstm(jaxlstm.LSTMConfig(IN, H, 2), 0)
     variables = {"params": nnx_model.params}
-    x = _input({})[:, 0]
+    x = jnp.asarray(_problem({}, batch=None).x)  # [T, I]
     got = jax.jit(jl.LSTM(H, 2).apply)(variables, x)
     want = nnx_model(x)
-    assert got[0].shape == (T, H)
+    chex.assert_shape(got[0], (T, H))
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         assert_close(g, w, "float32")  # jit may fuse differently: written tolerance 1e-5
 
 
 @pytest.mark.parametrize("bias", [True, False])
 def test_linen_cell_matches_nnx_cell(bias):
-    nnx_cell = jaxlstm.LSTMCell(IN, H, bias=bias, rngs=nnx.Rngs(1))
+    config = LSTMCellConfig(IN, H, bias=bias)
+    nnx_cell = random_lstm(config, 1)
     cell = jl.LSTMCell(H, bias=bias)
-    x = _input({})[0]
-    hx = (x[:, :1] * jnp.ones((B, H)), -x[:, :1] * jnp.ones((B, H)))
+    _, x, hx = make_problem(config, batch=B, with_hx=True, dtype="float32", seed=0).jax_inputs()
     variables = cell.init(jax.random.key(0), x)
     assert {k: v.shape for k, v in variables["params"].items()} == nnx_cell.param_shapes()
     got = cell.apply({"params": nnx_cell.params}, x, hx)
     want = nnx_cell(x, hx)
-    for g, w in zip(got, want, strict=True):
-        np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+    _assert_equal_trees(got, want)
 
 
 def test_linen_dtype_bf16_compute_keeps_f32_state():
@@ -101,7 +110,7 @@ def test_linen_dtype_bf16_compute_keeps_f32_state():
     out, (_, c_n) = model.apply(variables, x)
     assert out.dtype == jnp.bfloat16 and c_n.dtype == jnp.float32
     full, _ = jl.LSTM(H).apply(variables, x)
-    np.testing.assert_allclose(np.asarray(out, np.float32), np.asarray(full), atol=3e-2)
+    assert_close(out.astype(jnp.float32), full, "bfloat16", "out")
 
 
 def test_linen_dropout_follows_deterministic():
@@ -153,5 +162,54 @@ def test_linen_inside_a_parent_module():
 
     x = _input({})
     variables = Tagger().init(jax.random.key(0), x)
-    assert variables["params"]["lstm"]["weight_hh_l0_reverse"].shape == (4 * H, H)
-    assert Tagger().apply(variables, x).shape == (T, B, 2)
+    chex.assert_shape(variables["params"]["lstm"]["weight_hh_l0_reverse"], (4 * H, H))
+    chex.assert_shape(Tagger().apply(variables, x), (T, B, 2))
+
+
+# --- from_params ---------------------------------------------------------------------------------
+
+FROM_PARAMS_CASES = {
+    "bi-proj-bf-lengths": (LSTMConfig(IN, H, num_layers=2, bidirectional=True, proj_size=2,
+                                      batch_first=True), [6, 2, 5, 1]),
+    "nobias-float64": (LSTMConfig(IN, H, bias=False), None),
+}
+
+
+@pytest.mark.parametrize("case", FROM_PARAMS_CASES)
+def test_linen_from_params_reproduces_the_core(case):
+    config, lengths = FROM_PARAMS_CASES[case]
+    dtype = "float64" if case.endswith("float64") else "float32"
+    p = make_problem(config, batch=B, steps=T, with_hx=True, seq_lengths=lengths, dtype=dtype,
+                     seed=4)
+    with precision(dtype):
+        params, x, hx = p.jax_inputs()
+        module, variables = jl.from_params(p.params, config)
+        assert isinstance(module, jl.LSTM) and module.config(IN) == config
+        assert module.param_dtype == jnp.dtype(dtype)
+        assert list(variables["params"]) == list(config.param_shapes())
+        _assert_equal_trees(variables["params"], params)
+        got = module.apply(variables, x, hx, seq_lengths=p.seq_lengths)
+        want = jaxlstm.lstm(params, x, hx, config=config, seq_lengths=p.seq_lengths)
+    _assert_equal_trees(got, want)
+
+
+def test_linen_from_params_of_a_cell_config_is_a_cell():
+    config = LSTMCellConfig(IN, H, bias=False)
+    p = make_problem(config, batch=B, with_hx=True, dtype="float32", seed=5)
+    params, x, hx = p.jax_inputs()
+    module, variables = jl.from_params(p.params, config, dtype=jnp.bfloat16)
+    assert isinstance(module, jl.LSTMCell) and module.config(IN) == config
+    assert module.dtype == jnp.bfloat16
+    _assert_equal_trees(variables["params"], params)
+    low = {k: v.astype(jnp.bfloat16) for k, v in params.items()}
+    _assert_equal_trees(module.apply(variables, x, hx),
+                        jaxlstm.lstm_cell(low, x.astype(jnp.bfloat16), hx))
+
+
+def test_linen_from_params_errors():
+    config = LSTMConfig(IN, H)
+    params = random_params(config)
+    expect(ValueError, lambda: jl.from_params({**params, "weight_hr_l0": np.zeros((2, H))}, config),
+           "params do not match the configuration", "unexpected keys ['weight_hr_l0']")
+    expect(TypeError, lambda: jl.from_params(params, {"hidden_size": H}),
+           "config", "LSTMConfig or LSTMCellConfig", "got dict")

@@ -6,6 +6,7 @@ that the port computes the same thing, the way the tutorial uses it.
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,7 +51,8 @@ def test_003_time_major_classifier_with_softmax():
 
     out, (h_n, _) = jaxlstm.from_torch(lstm)(x.numpy())
     probs = jax.nn.softmax(_linear_from_torch(fc)(out[-1]), axis=1)
-    assert out.shape == (10, 5, 5) and h_n.shape == (2, 5, 5)
+    chex.assert_shape(out, (10, 5, 5))
+    chex.assert_shape(h_n, (2, 5, 5))
     assert_close(probs, t_probs.detach().numpy())
     assert_close(probs.sum(axis=1), np.ones(5))
 
@@ -63,7 +65,8 @@ def test_002_three_layers_from_random_initial_state():
     hx = (torch.rand(3, 2, 10), torch.rand(3, 2, 10))
     t_out, (t_h, t_c) = module(x, hx)
     out, (h_n, c_n) = model(x.numpy(), (hx[0].numpy(), hx[1].numpy()))
-    assert out.shape == (2, 4, 10) and h_n.shape == (3, 2, 10) and c_n.shape == (3, 2, 10)
+    chex.assert_shape(out, (2, 4, 10))
+    chex.assert_shape([h_n, c_n], (3, 2, 10))
     assert_close(out, t_out.detach().numpy())
     assert_close(h_n, t_h.detach().numpy())
     assert_close(c_n, t_c.detach().numpy())
@@ -76,7 +79,8 @@ def test_004_shapes_with_and_without_bidirectional(bidirectional):
     lstm = jaxlstm.LSTM(8, 6, num_layers=3, bidirectional=bidirectional, rngs=nnx.Rngs(0))
     D = 2 if bidirectional else 1
     out, (h_n, c_n) = lstm(jnp.ones((4, 2, 8)))
-    assert out.shape == (4, 2, 6 * D) and h_n.shape == (3 * D, 2, 6) and c_n.shape == (3 * D, 2, 6)
+    chex.assert_shape(out, (4, 2, 6 * D))
+    chex.assert_shape([h_n, c_n], (3 * D, 2, 6))
     np.testing.assert_array_equal(out[-1, :, :6], h_n[-D])  # forward direction of the top layer
     if bidirectional:
         np.testing.assert_array_equal(out[0, :, 6:], h_n[-1])  # backward ends at t = 0
@@ -103,3 +107,21 @@ def test_001_sine_state_carried_and_predictions_fed_back():
         j_inp = j_linear(j_out.reshape(-1, 10)).reshape(1, 1, 1)
         j_preds.append(float(j_inp[0, 0, 0]))
     np.testing.assert_allclose(j_preds, t_preds, atol=1e-5)
+
+
+def test_cell_stepped_by_hand_like_the_tutorial():
+    """Seed 004: `hx, cx = rnn(input[i], (hx, cx)); output.append(hx)` over time."""
+    torch.manual_seed(0)
+    rnn = torch.nn.LSTMCell(10, 20)
+    cell = jaxlstm.from_torch(rnn)
+    inputs = torch.randn(2, 3, 10)
+    hx, cx = torch.randn(3, 20), torch.randn(3, 20)
+    jh, jc = jnp.asarray(hx.numpy()), jnp.asarray(cx.numpy())
+    t_out, j_out = [], []
+    for i in range(inputs.size()[0]):
+        hx, cx = rnn(inputs[i], (hx, cx))
+        t_out.append(hx)
+        jh, jc = cell(inputs[i].numpy(), (jh, jc))
+        j_out.append(jh)
+    assert_close(jnp.stack(j_out), torch.stack(t_out).detach().numpy())
+    assert_close(jc, cx.detach().numpy())

@@ -1,4 +1,4 @@
-"""Randomized equivalence with `torch.nn.LSTM`: hypothesis draws whole configurations.
+"""jaxlstm.lstm against `torch.nn.LSTM`, randomized: hypothesis draws whole configurations.
 
 Each example draws num_layers 1–3, input/hidden/proj sizes, bias, batch_first,
 bidirectional, batch 1–5 or unbatched input, T 1–20, an optional initial state, optional
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 
+import chex
 import numpy as np
 import pytest
 
@@ -25,6 +26,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from jaxlstm import LSTMConfig  # noqa: E402
 from tests.harness import (  # noqa: E402
+    TOLERANCES,
     deviation,
     make_problem,
     precision,
@@ -32,10 +34,9 @@ from tests.harness import (  # noqa: E402
     run_torch,
 )
 
-# Largest allowed max|jax - torch| / max(1, max|torch|), for outputs and for gradients.
-# float32: both sides round differently (fused input projection, summation order), and
-# gradients sum ~T·B terms; 2e-5 of the scale is a few float32 ulps per step. float64: 1e-10.
-TOLERANCE = {"float32": 2e-5, "float64": 1e-10}
+# Largest allowed max|jax - torch| / max(1, max|torch|), for outputs and for gradients
+# (TOLERANCES["float32-scaled"] and ["float64-scaled"] say why).
+TOLERANCE = {d: TOLERANCES[f"{d}-scaled"]["deviation"] for d in ("float32", "float64")}
 
 WORST: dict[str, dict] = {}
 
@@ -90,13 +91,18 @@ def test_matches_torch(description):
     dtype = description["dtype"]
     errors = {}
     for name in expected:
-        assert actual[name].shape == expected[name].shape, f"{name}: {_describe(description)}"
+        chex.assert_shape(actual[name], expected[name].shape,
+                          custom_message=f"{name}: {_describe(description)}")
         errors[name] = deviation(actual[name], expected[name])
     worst_name = max(errors, key=errors.get)
     record = WORST.setdefault(dtype, {"deviation": 0.0, "examples": 0})
     record["examples"] += 1
     if errors[worst_name] >= record["deviation"]:
-        record |= {"deviation": errors[worst_name], "what": worst_name, "case": _describe(description)}
+        record |= {
+            "deviation": errors[worst_name],
+            "what": worst_name,
+            "case": _describe(description),
+        }
     assert errors[worst_name] <= TOLERANCE[dtype], (
         f"{worst_name} deviates by {errors[worst_name]:.3g} > {TOLERANCE[dtype]} for "
         f"{_describe(description)}"
