@@ -16,4 +16,6 @@ def test_ci_runs_the_readmes_test_command_verbatim():
     assert len(commands) == 2 and "pytest" in commands[1], commands
     with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as f:
         lines = [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
-    assert commands[1].strip() in lines, f"the README's test command is not a line of .ci/run:\n{commands[1]}"
+    assert commands[1].strip() in lines, (
+        f"the README's test command is not a line of .ci/run:\n{commands[1]}"
+    )

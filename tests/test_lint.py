@@ -1,4 +1,4 @@
-"""The code is ruff clean (the rules are in pyproject.toml), so CI enforces the style, not just a habit."""
+"""The code is ruff clean (rules in pyproject.toml): CI enforces the style, not just a habit."""
 
 from __future__ import annotations
 
@@ -15,5 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_ruff_check_passes():
     pytest.importorskip("ruff")
     ruff = shutil.which("ruff") or os.path.join(os.path.dirname(sys.executable), "ruff")
-    done = subprocess.run([ruff, "check", "--no-cache", "."], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        [ruff, "check", "--no-cache", "."], cwd=ROOT, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stdout + done.stderr

@@ -31,13 +31,37 @@ OUT = os.path.join(HERE, "trained")
 
 MODELS = {
     "counting-3layer-bidirectional": [
-        "experiments.classify", "--dataset", "counting", "--num-layers", "3", "--bidirectional",
-        "--hidden-size", "32", "--steps", "1500",
+        "experiments.classify",
+        "--dataset",
+        "counting",
+        "--num-layers",
+        "3",
+        "--bidirectional",
+        "--hidden-size",
+        "32",
+        "--steps",
+        "1500",
     ],
-    "sine-2layer": ["experiments.sine", "--num-layers", "2", "--hidden-size", "32", "--steps", "3000"],
+    "sine-2layer": [
+        "experiments.sine",
+        "--num-layers",
+        "2",
+        "--hidden-size",
+        "32",
+        "--steps",
+        "3000",
+    ],
     "digits-2layer-bidirectional": [
-        "experiments.classify", "--dataset", "digits", "--num-layers", "2", "--bidirectional",
-        "--hidden-size", "48", "--steps", "1500",
+        "experiments.classify",
+        "--dataset",
+        "digits",
+        "--num-layers",
+        "2",
+        "--bidirectional",
+        "--hidden-size",
+        "48",
+        "--steps",
+        "1500",
     ],
 }
 
@@ -50,15 +74,28 @@ def train(name: str, command: list[str], workdir: str) -> dict[str, np.ndarray]:
     checkpoints = os.path.join(workdir, name, "checkpoints")
     steps = command[command.index("--steps") + 1]
     argv = [
-        sys.executable, "-m", *command, "--out-dir", os.path.join(workdir, name, "out"),
-        "--checkpoint-dir", checkpoints, "--save-every", steps, "--no-progress", "--no-plots",
+        sys.executable,
+        "-m",
+        *command,
+        "--out-dir",
+        os.path.join(workdir, name, "out"),
+        "--checkpoint-dir",
+        checkpoints,
+        "--save-every",
+        steps,
+        "--no-progress",
+        "--no-plots",
     ]
     subprocess.run(argv, cwd=ROOT, check=True)
     store = training.Checkpoints(checkpoints, must_exist=True)
     arrays = store.read_arrays(store.latest_step())
     store.close()
     prefix = "model.lstm."
-    return {k[len(prefix) :]: np.asarray(v, np.float32) for k, v in arrays.items() if k.startswith(prefix)}
+    return {
+        k[len(prefix) :]: np.asarray(v, np.float32)
+        for k, v in arrays.items()
+        if k.startswith(prefix)
+    }
 
 
 def main() -> None:
@@ -70,7 +107,10 @@ def main() -> None:
             weights = train(name, command, workdir)
             path = os.path.join(OUT, f"{name}.safetensors")
             save_file(weights, path, metadata={"trained_with": "python -m " + " ".join(command)})
-            print(f"wrote {path}: {len(weights)} tensors, {sum(v.size for v in weights.values())} values")
+            print(
+                f"wrote {path}: {len(weights)} tensors, "
+                f"{sum(v.size for v in weights.values())} values"
+            )
 
 
 if __name__ == "__main__":
