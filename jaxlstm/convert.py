@@ -14,7 +14,7 @@ torch; `torch.load(weights_only=True)` reads it), `.safetensors`, or a path with
 an orbax checkpoint directory with the items `params` (`{torch name: array}`) and `config`
 (the configuration as JSON, so `batch_first` and `dropout` survive). That directory loads
 with `jaxlstm.from_torch(DST)`, `jaxlstm.load_torch_state_dict(model, DST)` and
-`jaxlstm.linen.load_torch_state_dict(variables, DST)`.
+`jaxlstm.torch_io.linen_load_torch_state_dict(variables, DST)`.
 
 The LSTM (an `nn.LSTM` or an `nn.LSTMCell`) is the one in SRC, or the one under `--prefix`
 when SRC holds several; `--list` prints every one with its prefix and configuration. Only

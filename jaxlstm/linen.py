@@ -30,18 +30,8 @@ from jaxlstm.config import LSTMCellConfig, LSTMConfig
 from jaxlstm.initializers import Initializer, init_params
 from jaxlstm.lstm import lstm
 from jaxlstm.options import ScanOptions
-from jaxlstm.torch_io import linen_from_torch as from_torch
-from jaxlstm.torch_io import linen_load_torch_state_dict as load_torch_state_dict
-from jaxlstm.torch_io import linen_torch_state_dict as torch_state_dict
 
-__all__ = [
-    "LSTM",
-    "LSTMCell",
-    "from_params",
-    "from_torch",
-    "load_torch_state_dict",
-    "torch_state_dict",
-]
+__all__ = ["LSTM", "LSTMCell", "from_params"]
 
 Array = jax.Array
 

@@ -23,6 +23,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlstm import linen as jlinen
 from jaxlstm import nnx as jnnx
 from jaxlstm.config import LSTMCellConfig, LSTMConfig
 from jaxlstm.state_dict import (
@@ -214,9 +215,9 @@ def linen_load_torch_state_dict(
 ) -> tuple[dict[str, Any], LoadResult]:
     """Returns `variables` with their parameters replaced by torch weights.
 
-    `jaxlstm.linen.load_torch_state_dict`. Linen parameters are immutable pytrees, so a new
-    tree is returned; shapes and dtypes come from `variables` (e.g. `model.init`'s result)
-    and values are cast to the existing dtypes.
+    `load_torch_state_dict` for `jaxlstm.linen` modules. Linen parameters are immutable
+    pytrees, so a new tree is returned; shapes and dtypes come from `variables` (e.g.
+    `model.init`'s result) and values are cast to the existing dtypes.
 
     Args:
         variables: `{"params": {torch name: array}}` of a `jaxlstm.linen.LSTM`/`LSTMCell`,
@@ -253,7 +254,7 @@ def linen_load_torch_state_dict(
 
 
 def linen_torch_state_dict(variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """`jaxlstm.linen.torch_state_dict`: a linen module's parameters as `{torch name: np.ndarray}`.
+    """A `jaxlstm.linen` module's parameters as `{torch name: np.ndarray}`.
 
     In torch's order; `torch_module.load_state_dict({k: torch.from_numpy(v) ...})` accepts it.
 
@@ -276,7 +277,7 @@ def linen_torch_state_dict(variables: Mapping[str, Any]) -> dict[str, np.ndarray
 def linen_from_torch(
     source: Any, *, prefix: str | None = None, **overrides: Any
 ) -> tuple[Any, dict[str, Any]]:
-    """`jaxlstm.linen.from_torch`: a `jaxlstm.linen` module and its variables from torch weights.
+    """A `jaxlstm.linen` module and its variables from torch weights (`from_torch` for linen).
 
     The linen counterpart of `from_torch`, with the same sources, prefix, overrides and
     modes; the mode is the module's `deterministic` attribute (True for eval mode).
@@ -291,8 +292,6 @@ def linen_from_torch(
         >>> model, variables = linen_from_torch(torch.nn.LSTM(3, 5, num_layers=2))  # doctest: +SKIP
         >>> out, (h_n, c_n) = model.apply(variables, x)  # doctest: +SKIP
     """
-    from jaxlstm import linen as jlinen  # linen imports this module for its re-exports
-
     weights = read_lstm(source, prefix=prefix)
     config, params = _configured(weights, overrides)
     model, variables = jlinen.from_params(params, config, dtype=overrides.get("dtype"))

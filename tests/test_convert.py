@@ -129,7 +129,7 @@ def test_orbax_directory_loads_with_from_torch_and_load_torch_state_dict(files, 
     for k, v in net.lstm.state_dict().items():
         assert _bits(np.asarray(other.params[k])) == _bits(v.numpy()), k
     variables = {"params": {k: np.zeros_like(v) for k, v in other.params.items()}}
-    variables, _ = jaxlstm.linen.load_torch_state_dict(variables, tmp_path / "lstm_ckpt")
+    variables, _ = jaxlstm.torch_io.linen_load_torch_state_dict(variables, tmp_path / "lstm_ckpt")
     np.testing.assert_array_equal(
         np.asarray(variables["params"]["weight_hh_l1_reverse"]),
         net.lstm.weight_hh_l1_reverse.detach().numpy(),

@@ -11,6 +11,7 @@ from flax import nnx
 
 import jaxlstm
 import jaxlstm.linen as jl
+from jaxlstm import torch_io
 from jaxlstm.config import LSTMCellConfig, LSTMConfig
 from jaxlstm.state_dict import StateDictError, write_safetensors
 from tests.harness import assert_close, expect
@@ -408,7 +409,9 @@ def test_linen_load_torch_state_dict_matches_torch(name):
     model = jl.LSTM(H, **cfg)
     x, hx = _linen_input(cfg), _linen_hx(cfg)
     variables = model.init(jax.random.key(0), x)
-    variables, result = jl.load_torch_state_dict(variables, {"net": t.state_dict()}, prefix="net.")
+    variables, result = torch_io.linen_load_torch_state_dict(
+        variables, {"net": t.state_dict()}, prefix="net."
+    )
     assert result == ([], [])
     out, (h_n, c_n) = model.apply(variables, x, hx)
     with torch.no_grad():
@@ -417,7 +420,7 @@ def test_linen_load_torch_state_dict_matches_torch(name):
         )
     for got, want, what in ((out, t_out, "out"), (h_n, t_h, "h_n"), (c_n, t_c, "c_n")):
         assert_close(got, want.numpy(), "float32", what)
-    sd = jl.torch_state_dict(variables)
+    sd = torch_io.linen_torch_state_dict(variables)
     assert list(sd) == list(t.state_dict())
     assert all(v.flags.writeable for v in sd.values())  # torch.from_numpy warns on read-only arrays
     for k, v in t.state_dict().items():
@@ -428,7 +431,7 @@ def test_linen_from_torch_any_source_and_modes(saved):
     net, sources = saved
     for name in ("nn.Module", "traced .pt", "nested dict"):
         source, prefix, is_module = sources[name]
-        model, variables = jl.from_torch(source, prefix=prefix, batch_first=True)
+        model, variables = torch_io.linen_from_torch(source, prefix=prefix, batch_first=True)
         assert model.batch_first and model.deterministic  # eval-mode net / weights alone
         assert model.dropout == (0.25 if is_module else 0.0)
         x, hx = _x(), _hx()
@@ -440,18 +443,20 @@ def test_linen_from_torch_any_source_and_modes(saved):
             "float32",
             name,
         )
-    train_model, _ = jl.from_torch(Net().train(), prefix="lstm.")
+    train_model, _ = torch_io.linen_from_torch(Net().train(), prefix="lstm.")
     assert train_model.deterministic is False
 
-    cell, cvars = jl.from_torch(net, prefix="cell.")
+    cell, cvars = torch_io.linen_from_torch(net, prefix="cell.")
     xc = np.random.default_rng(4).standard_normal((B, H)).astype(np.float32)
     with torch.no_grad():
         th, tcs = net.cell(torch.from_numpy(xc))
     h, c = cell.apply(cvars, xc)
     assert_close(h, th.numpy(), "float32", "h")
     assert_close(c, tcs.numpy(), "float32", "c")
-    assert list(jl.torch_state_dict(cvars)) == list(net.cell.state_dict())
-    expect(StateDictError, lambda: jl.from_torch(torch.nn.GRU(3, 4)), "holds no nn.LSTM")
+    assert list(torch_io.linen_torch_state_dict(cvars)) == list(net.cell.state_dict())
+    expect(
+        StateDictError, lambda: torch_io.linen_from_torch(torch.nn.GRU(3, 4)), "holds no nn.LSTM"
+    )
 
 
 def test_linen_load_errors_name_keys_and_strict_false_keeps_values():
@@ -461,20 +466,22 @@ def test_linen_load_errors_name_keys_and_strict_false_keeps_values():
     bad = dict(sd, weight_hh_l1=np.zeros((4 * H, H + 1), np.float32))
     expect(
         StateDictError,
-        lambda: jl.load_torch_state_dict(variables, bad),
+        lambda: torch_io.linen_load_torch_state_dict(variables, bad),
         "weight_hh_l1: expected (20, 5), got (20, 6)",
     )
     partial = {k: v + 1 for k, v in sd.items() if k != "bias_hh_l1"}
     expect(
         StateDictError,
-        lambda: jl.load_torch_state_dict(variables, partial),
+        lambda: torch_io.linen_load_torch_state_dict(variables, partial),
         "missing keys ['bias_hh_l1']",
     )
-    new, result = jl.load_torch_state_dict(variables, partial, strict=False)
+    new, result = torch_io.linen_load_torch_state_dict(variables, partial, strict=False)
     assert result.missing_keys == ["bias_hh_l1"]
     np.testing.assert_array_equal(np.asarray(new["params"]["bias_hh_l1"]), sd["bias_hh_l1"])
     np.testing.assert_array_equal(np.asarray(new["params"]["bias_ih_l1"]), sd["bias_ih_l1"] + 1)
     expect(
-        ValueError, lambda: jl.load_torch_state_dict({"params": {"cell": {}}}, sd), "torch names"
+        ValueError,
+        lambda: torch_io.linen_load_torch_state_dict({"params": {"cell": {}}}, sd),
+        "torch names",
     )
-    expect(TypeError, lambda: jl.load_torch_state_dict(variables, 3), "source must be")
+    expect(TypeError, lambda: torch_io.linen_load_torch_state_dict(variables, 3), "source must be")
