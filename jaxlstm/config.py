@@ -94,6 +94,15 @@ class LSTMConfig:
         """H_out: features of h (P if proj_size > 0, else H)."""
         return self.proj_size if self.proj_size > 0 else self.hidden_size
 
+    def keywords(self) -> dict[str, Any]:
+        """The keyword arguments after the sizes that build a module of this configuration.
+
+        `jaxlstm.LSTM(c.input_size, c.hidden_size, **c.keywords(), rngs=...)` and
+        `jaxlstm.linen.LSTM(c.hidden_size, **c.keywords())` have this configuration.
+        """
+        fields = ("num_layers", "bias", "batch_first", "dropout", "bidirectional", "proj_size")
+        return {name: getattr(self, name) for name in fields}
+
     def layer_input_size(self, layer: int) -> int:
         """I_k: input features of layer k (I for k = 0, D * H_out above)."""
         return self.input_size if layer == 0 else self.num_directions * self.output_size
@@ -237,6 +246,11 @@ class LSTMCellConfig:
         if self.bias:
             shapes |= {"bias_ih": (gates,), "bias_hh": (gates,)}
         return shapes
+
+    def keywords(self) -> dict[str, Any]:
+        """The keyword arguments after the sizes that build a module of this configuration:
+        `{"bias": ...}` (see `LSTMConfig.keywords`)."""
+        return {"bias": self.bias}
 
     def as_lstm(self, *, batch_first: bool = False) -> LSTMConfig:
         """The one-layer `LSTMConfig` that computes what this cell computes, step after step.

@@ -278,20 +278,6 @@ def from_params(
     check_params(params, shapes)
     values = {name: jnp.asarray(params[name]) for name in shapes}
     param_dtype = jnp.result_type(*values.values())
-    if isinstance(config, LSTMCellConfig):
-        module: nn.Module = LSTMCell(
-            config.hidden_size, bias=config.bias, dtype=dtype, param_dtype=param_dtype
-        )
-    else:
-        module = LSTM(
-            config.hidden_size,
-            config.num_layers,
-            bias=config.bias,
-            batch_first=config.batch_first,
-            dropout=config.dropout,
-            bidirectional=config.bidirectional,
-            proj_size=config.proj_size,
-            dtype=dtype,
-            param_dtype=param_dtype,
-        )
+    cls = LSTMCell if isinstance(config, LSTMCellConfig) else LSTM
+    module = cls(config.hidden_size, **config.keywords(), dtype=dtype, param_dtype=param_dtype)
     return module, {"params": values}

@@ -75,7 +75,26 @@ class _TorchNamedParams(nnx.Module):
             var = getattr(self, name)
             var.set_value(jnp.asarray(value, dtype=var.get_value().dtype))
 
-    def _store_params(self, params: Mapping[str, Array]) -> None:
+    def _initialise(
+        self,
+        config: LSTMConfig | LSTMCellConfig,
+        *,
+        dtype: Any,
+        param_dtype: Any,
+        rngs: nnx.Rngs,
+        **initializers: Initializer | None,
+    ) -> None:
+        """Checks and stores what every module holds, and draws its parameters.
+
+        Raises:
+            TypeError: `rngs` is not an `nnx.Rngs`, a dtype is not floating point, or an
+                initializer is not callable.
+        """
+        check_rngs(rngs)
+        self.config = config
+        self.dtype = None if dtype is None else check_float_dtype("dtype", dtype)
+        self.param_dtype = check_float_dtype("param_dtype", param_dtype)
+        params = init_params(rngs.params(), config, self.param_dtype, **initializers)
         for name, value in params.items():
             setattr(self, name, nnx.Param(value))
 
@@ -146,7 +165,7 @@ class LSTM(_TorchNamedParams):
         projection_init: Initializer | None = None,
         rngs: nnx.Rngs,
     ):
-        self.config = LSTMConfig(
+        config = LSTMConfig(
             input_size,
             hidden_size,
             num_layers,
@@ -156,21 +175,17 @@ class LSTM(_TorchNamedParams):
             bidirectional=bidirectional,
             proj_size=proj_size,
         )
-        check_rngs(rngs)
-        self.dtype = None if dtype is None else check_float_dtype("dtype", dtype)
-        self.param_dtype = check_float_dtype("param_dtype", param_dtype)
-        self.deterministic = False
-        self._store_params(
-            init_params(
-                rngs.params(),
-                self.config,
-                self.param_dtype,
-                kernel_init=kernel_init,
-                recurrent_kernel_init=recurrent_kernel_init,
-                bias_init=bias_init,
-                projection_init=projection_init,
-            )
+        self._initialise(
+            config,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
+            kernel_init=kernel_init,
+            recurrent_kernel_init=recurrent_kernel_init,
+            bias_init=bias_init,
+            projection_init=projection_init,
         )
+        self.deterministic = False
         self.dropout_rngs = rngs["dropout"].fork() if self.uses_dropout else None
 
     # torch-style read access to the structural arguments: lstm.hidden_size, lstm.num_layers, ...
@@ -280,19 +295,14 @@ class LSTMCell(_TorchNamedParams):
         bias_init: Initializer | None = None,
         rngs: nnx.Rngs,
     ):
-        self.config = LSTMCellConfig(input_size, hidden_size, bias=bias)
-        check_rngs(rngs)
-        self.dtype = None if dtype is None else check_float_dtype("dtype", dtype)
-        self.param_dtype = check_float_dtype("param_dtype", param_dtype)
-        self._store_params(
-            init_params(
-                rngs.params(),
-                self.config,
-                self.param_dtype,
-                kernel_init=kernel_init,
-                recurrent_kernel_init=recurrent_kernel_init,
-                bias_init=bias_init,
-            )
+        self._initialise(
+            LSTMCellConfig(input_size, hidden_size, bias=bias),
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
+            kernel_init=kernel_init,
+            recurrent_kernel_init=recurrent_kernel_init,
+            bias_init=bias_init,
         )
 
     input_size = property(lambda self: self.config.input_size)
@@ -367,24 +377,12 @@ def from_params(
         *(np.dtype(getattr(v, "dtype", np.float32)) for v in params.values())
     )
     param_dtype = check_float_dtype("the parameters' dtype", param_dtype)
-    if isinstance(config, LSTMCellConfig):
-        arguments = {"bias": config.bias}
-        cls: type[LSTM] | type[LSTMCell] = LSTMCell
-    else:
-        arguments = {
-            "num_layers": config.num_layers,
-            "bias": config.bias,
-            "batch_first": config.batch_first,
-            "dropout": config.dropout,
-            "bidirectional": config.bidirectional,
-            "proj_size": config.proj_size,
-        }
-        cls = LSTM
+    cls: type[LSTM] | type[LSTMCell] = LSTMCell if isinstance(config, LSTMCellConfig) else LSTM
     model = nnx.eval_shape(
         lambda: cls(
             config.input_size,
             config.hidden_size,
-            **arguments,
+            **config.keywords(),
             dtype=dtype,
             param_dtype=param_dtype,
             rngs=nnx.Rngs(0),
