@@ -239,35 +239,47 @@ class StepResult(NamedTuple):
             the compute dtype.
         c: `[B, H]` the new cell state, in the state dtype.
         acts: `[B, 4H]` the activated gates σ(i), σ(f), tanh(g), σ(o), in the state dtype.
+        tanh_c: `[B, H]` tanh(c'), in the state dtype (kept for the backward pass, which
+            would otherwise compute it again).
     """
 
     h: Array
     c: Array
     acts: Array
+    tanh_c: Array
 
 
-def step(w: CellWeights, x_proj: Array, h: Array, c: Array) -> StepResult:
-    """One forward step from the input already projected.
+def step(w: CellWeights, x: Array, h: Array, c: Array) -> StepResult:
+    """One forward step.
+
+    The gate pre-activations are one matmul, `[x, h] @ [kernel; recurrent_kernel]`, plus the
+    bias. Computing `x @ kernel` for all steps before the loop instead (one large matmul)
+    left each step a slice of that product to add, and XLA:CPU compiles its elementwise
+    kernels without vector instructions when they read such a slice; one matmul per step
+    leaves them reading its output. (Inside `lax.scan` XLA concatenates the kernels once,
+    outside the loop.)
 
     Args:
-        w: the cell's weights (`w.kernel` is not used: the input arrives projected).
-        x_proj: `[B, 4H]` `x_t @ kernel` (without bias), in the compute dtype.
+        w: the cell's weights.
+        x: `[B, I]` the step's input, in the compute dtype.
         h: `[B, H_out]` the hidden state entering the step.
         c: `[B, H]` the cell state entering the step (its dtype is the state dtype).
 
     Returns:
         `StepResult(h', c', acts)`.
     """
-    gates = x_proj + h @ w.recurrent_kernel
+    joint = jnp.concatenate([w.kernel, w.recurrent_kernel], axis=0)
+    gates = jnp.concatenate([x, h], axis=-1) @ joint
     if w.bias is not None:
         gates = gates + w.bias
     acts = gate_activations(gates.astype(c.dtype))
     i, f, g, o = split_gates(acts)
     c_new = f * c + i * g
-    h_new = (o * tanh(c_new)).astype(h.dtype)
+    tanh_c = tanh(c_new)
+    h_new = (o * tanh_c).astype(h.dtype)
     if w.projection is not None:
         h_new = h_new @ w.projection
-    return StepResult(h_new, c_new, acts)
+    return StepResult(h_new, c_new, acts, tanh_c)
 
 
 class StepGrads(NamedTuple):
@@ -289,14 +301,14 @@ class StepGrads(NamedTuple):
 
 
 def step_bwd(
-    w: CellWeights, acts: Array, c_new: Array, c_prev: Array, dh: Array, dc: Array
+    w: CellWeights, acts: Array, tanh_c: Array, c_prev: Array, dh: Array, dc: Array
 ) -> StepGrads:
     """The backward of `step`: cotangents of its inputs from cotangents of its outputs.
 
     Args:
         w: the cell's weights.
         acts: `[B, 4H]` the step's activated gates (`StepResult.acts`).
-        c_new: `[B, H]` the cell state the step produced.
+        tanh_c: `[B, H]` tanh of the cell state the step produced (`StepResult.tanh_c`).
         c_prev: `[B, H]` the cell state that entered the step.
         dh: `[B, H_out]` the cotangent of the step's output h (from the output at this step
             and from the next step), in the compute dtype.
@@ -307,13 +319,13 @@ def step_bwd(
     """
     dtype = dh.dtype
     i, f, g, o = split_gates(acts)
-    tc = tanh(c_new)
+    tc = tanh_c
     h_raw = None
     dh_raw = dh
     if w.projection is not None:
         h_raw = (o * tc).astype(dtype)
         dh_raw = dh @ w.projection.T
-    dh_raw = dh_raw.astype(c_new.dtype)
+    dh_raw = dh_raw.astype(tanh_c.dtype)
     dc_total = dc + dh_raw * o * (1 - tc * tc)
     # d loss / d activated gate times the activation's derivative, one 4H-wide expression.
     d_acts = jnp.concatenate([dc_total * g, dc_total * c_prev, dc_total * i, dh_raw * tc], axis=-1)
@@ -367,7 +379,7 @@ def lstm_cell(
         check_shape("hx[1] (c)", c, (*batch, hidden))
         h, c = h.astype(dtype), c.astype(state_dtype(dtype))
     w = CellWeights.from_params(params, dtype=dtype)
-    result = step(w, x.astype(dtype) @ w.kernel, h, c)
+    result = step(w, x.astype(dtype), h, c)
     return result.h, result.c
 
 

@@ -4,9 +4,8 @@ Per-direction values travel as tuples with one entry per direction (forward firs
 weights (`cell.CellWeights`), the initial and final states, and, in scan-time order, the
 inputs and masks. The backward direction reads its input flipped in time.
 
-The input projection `x @ kernel` is computed for all T·B rows at once before the loop (a
-large matmul runs far faster than T small ones); only `h @ recurrent_kernel`, the bias and
-the gate update stay inside the scan, where the bias joins the elementwise fusion for free.
+Each step is one matmul, `[x_t, h] @ [kernel; recurrent_kernel]` (see `cell.step` for why
+the input projection is not hoisted out of the loop), the bias, and the gate update.
 A bidirectional layer can run its two directions in one scan (`ScanOptions.fuse_directions`),
 or one scan each.
 
@@ -154,12 +153,12 @@ def _project(x: Array, kernel: Array) -> Array:
     return (x.reshape(steps * batch, features) @ kernel).reshape(steps, batch, kernel.shape[-1])
 
 
-def _forward_scan(weights, x_proj, h0, c0, masks, scan: ScanOptions, *, for_backward: bool):
+def _forward_scan(weights, xs, h0, c0, masks, scan: ScanOptions, *, for_backward: bool):
     """The recurrence over scan time, one `lax.scan` for the given directions.
 
     Args:
         weights: per direction, `CellWeights`.
-        x_proj: per direction, `[T, B, 4H]` input projections (without bias), scan-time order.
+        xs: per direction, `[T, B, I_k]` inputs in scan-time order.
         h0, c0: per direction, `[B, H_out]` and `[B, H]` (c0's dtype is the state dtype).
         masks: per direction, bool `[T, B, 1]` in scan-time order, or None.
         scan: unroll, and `remat` (with `for_backward`: keep no gates; without: wrap the step
@@ -167,47 +166,45 @@ def _forward_scan(weights, x_proj, h0, c0, masks, scan: ScanOptions, *, for_back
         for_backward: also return what the hand-written backward pass needs.
 
     Returns:
-        `(hs, c_n, cs, acts)`: per direction, hidden states after every step `[T, B, H_out]`,
+        `(hs, c_n, cs, kept)`: per direction, hidden states after every step `[T, B, H_out]`,
         the final cell state `[B, H]`, and with `for_backward` the cell states after every
-        step `[T, B, H]` and (unless `scan.remat`) the activated gates `[T, B, 4H]`; None
-        where not kept.
+        step `[T, B, H]` and (unless `scan.remat`) the pairs `(activated gates [T, B, 4H],
+        tanh(c) [T, B, H])` the backward steps need; None where not kept.
     """
     keep_gates = for_backward and not scan.remat
 
-    def masked_step(w: CellWeights, xp_t, h, c, m_t) -> StepResult:
-        new = step(w, xp_t, h, c)
+    def masked_step(w: CellWeights, x_t, h, c, m_t) -> StepResult:
+        new = step(w, x_t, h, c)
         if m_t is None:
             return new
         return new._replace(h=jnp.where(m_t, new.h, h), c=jnp.where(m_t, new.c, c))
 
     def body(carry, inputs):
-        xp_t, m_t = inputs
+        x_t, m_t = inputs
         new = [
-            masked_step(w, xp_t[d], carry[0][d], carry[1][d], None if m_t is None else m_t[d])
+            masked_step(w, x_t[d], carry[0][d], carry[1][d], None if m_t is None else m_t[d])
             for d, w in enumerate(weights)
         ]
         hs, cs = tuple(r.h for r in new), tuple(r.c for r in new)
         kept = (
             hs,
             cs if for_backward else None,
-            tuple(r.acts for r in new) if keep_gates else None,
+            tuple((r.acts, r.tanh_c) for r in new) if keep_gates else None,
         )
         return (hs, cs), kept
 
     if scan.remat and not for_backward:
         body = jax.checkpoint(body, prevent_cse=False)
-    (_, c_n), (hs, cs, acts) = jax.lax.scan(
-        body, (tuple(h0), tuple(c0)), (x_proj, masks), unroll=scan.unroll
+    (_, c_n), (hs, cs, kept) = jax.lax.scan(
+        body, (tuple(h0), tuple(c0)), (xs, masks), unroll=scan.unroll
     )
-    return hs, c_n, cs, acts
+    return hs, c_n, cs, kept
 
 
 def _recurrence_plain(xs, weights, h0, c0, masks, scan: ScanOptions):
     """The recurrence, differentiated by JAX's autodiff (any mode, any order)."""
-    with jax.named_scope("input_projection"):
-        x_proj = tuple(_project(x, w.kernel) for x, w in zip(xs, weights, strict=True))
     with jax.named_scope("recurrence"):
-        hs, c_n, _, _ = _forward_scan(weights, x_proj, h0, c0, masks, scan, for_backward=False)
+        hs, c_n, _, _ = _forward_scan(weights, xs, h0, c0, masks, scan, for_backward=False)
     return hs, c_n
 
 
@@ -218,11 +215,9 @@ def _recurrence_custom_vjp(xs, weights, h0, c0, masks, scan: ScanOptions):
 
 
 def _recurrence_fwd(xs, weights, h0, c0, masks, scan: ScanOptions):
-    with jax.named_scope("input_projection"):
-        x_proj = tuple(_project(x, w.kernel) for x, w in zip(xs, weights, strict=True))
     with jax.named_scope("recurrence"):
-        hs, c_n, cs, acts = _forward_scan(weights, x_proj, h0, c0, masks, scan, for_backward=True)
-    return (hs, c_n), (xs, weights, h0, c0, masks, hs, cs, acts)
+        hs, c_n, cs, kept = _forward_scan(weights, xs, h0, c0, masks, scan, for_backward=True)
+    return (hs, c_n), (xs, weights, h0, c0, masks, hs, cs, kept)
 
 
 def _shift_in(first: Array, seq: Array) -> Array:
@@ -235,8 +230,11 @@ def _sum_tb(a: Array, b: Array) -> Array:
     return a.reshape(-1, a.shape[-1]).T @ b.reshape(-1, b.shape[-1])
 
 
-def _reverse_scan(weights, xs, h_prev, c_prev, cs, acts, masks, d_hs, d_c_n, scan: ScanOptions):
+def _reverse_scan(weights, xs, h_prev, c_prev, kept, masks, d_hs, d_c_n, scan: ScanOptions):
     """The reverse scan of `cell.step_bwd` over every direction of one scan.
+
+    `kept` holds, per direction, the forward steps' `(gates, tanh(c))`, or is None with
+    remat, when each reverse step recomputes them from its input and the stored states.
 
     At a masked step the carry passed through unchanged, so its cotangent does too and the
     step's gate gradient is 0 (selected with `where`, so nothing non-finite can leak).
@@ -247,10 +245,11 @@ def _reverse_scan(weights, xs, h_prev, c_prev, cs, acts, masks, d_hs, d_c_n, sca
         `(dh [T, B, P], h_raw [T, B, H])` whose products give its gradient (else None).
     """
 
-    def one(w: CellWeights, dh, dc, x_t, acts_t, c_t, h_prev_t, c_prev_t, m_t):
-        if acts_t is None:  # remat: the forward step's gates, recomputed from its inputs
-            acts_t = step(w, x_t @ w.kernel, h_prev_t, c_prev_t).acts
-        g = step_bwd(w, acts_t, c_t, c_prev_t, dh, dc)
+    def one(w: CellWeights, dh, dc, x_t, kept_t, h_prev_t, c_prev_t, m_t):
+        if kept_t is None:  # remat: the forward step's gates, recomputed from its inputs
+            recomputed = step(w, x_t, h_prev_t, c_prev_t)
+            kept_t = (recomputed.acts, recomputed.tanh_c)
+        g = step_bwd(w, *kept_t, c_prev_t, dh, dc)
         d_gates, dh_prev, dc_prev, dh_emit = g.gates, g.h, g.c, dh
         if m_t is not None:
             d_gates = jnp.where(m_t, d_gates, jnp.zeros((), d_gates.dtype))
@@ -260,15 +259,14 @@ def _reverse_scan(weights, xs, h_prev, c_prev, cs, acts, masks, d_hs, d_c_n, sca
         return dh_prev, dc_prev, d_gates, None if g.h_raw is None else (dh_emit, g.h_raw)
 
     def body(carry, inputs):
-        d_hs_t, x_t, acts_t, c_t, h_prev_t, c_prev_t, m_t = inputs
+        d_hs_t, x_t, kept_t, h_prev_t, c_prev_t, m_t = inputs
         new = [
             one(
                 w,
                 carry[0][d] + d_hs_t[d],
                 carry[1][d],
                 None if x_t is None else x_t[d],
-                None if acts_t is None else acts_t[d],
-                c_t[d],
+                None if kept_t is None else kept_t[d],
                 h_prev_t[d],
                 c_prev_t[d],
                 None if m_t is None else m_t[d],
@@ -280,20 +278,20 @@ def _reverse_scan(weights, xs, h_prev, c_prev, cs, acts, masks, d_hs, d_c_n, sca
 
     # The final cell state's cotangent enters at the last step (masked steps pass it through).
     init = (tuple(jnp.zeros_like(h[0]) for h in h_prev), tuple(d_c_n))
-    inputs = (d_hs, xs if scan.remat else None, acts, cs, h_prev, c_prev, masks)
+    inputs = (d_hs, xs if scan.remat else None, kept, h_prev, c_prev, masks)
     (dh0, dc0), (d_gates, proj) = jax.lax.scan(body, init, inputs, reverse=True, unroll=scan.unroll)
     return dh0, dc0, d_gates, proj
 
 
 def _recurrence_bwd(scan: ScanOptions, residuals, cotangents):
     """Reverse scan emitting per-step gate gradients, then the weight gradients as matmuls."""
-    xs, weights, h0, c0, masks, hs, cs, acts = residuals
+    xs, weights, h0, c0, masks, hs, cs, kept = residuals
     d_hs, d_c_n = cotangents
     with jax.named_scope("recurrence_bwd"):
         h_prev = tuple(_shift_in(h, s) for h, s in zip(h0, hs, strict=True))
         c_prev = tuple(_shift_in(c, s) for c, s in zip(c0, cs, strict=True))
         dh0, dc0, d_gates, proj = _reverse_scan(
-            weights, xs, h_prev, c_prev, cs, acts, masks, d_hs, d_c_n, scan
+            weights, xs, h_prev, c_prev, kept, masks, d_hs, d_c_n, scan
         )
     with jax.named_scope("gradient_products"):
         d_xs = tuple(_project(g, w.kernel.T) for g, w in zip(d_gates, weights, strict=True))
