@@ -177,10 +177,18 @@ def gate_derivatives(acts: Array) -> Array:
     return (acts + _g_block(acts)) * (1 - acts)
 
 
-def split_gates(a: Array) -> tuple[Array, Array, Array, Array]:
+class Gates(NamedTuple):
+    """The four activated gates of a step, each `[B, H]`: σ(i), σ(f), tanh(g), σ(o)."""
+
+    i: Array
+    f: Array
+    g: Array
+    o: Array
+
+
+def split_gates(a: Array) -> Gates:
     """The i, f, g, o blocks of the last axis of `[..., 4H]`, each `[..., H]`."""
-    i, f, g, o = jnp.split(a, 4, axis=-1)
-    return i, f, g, o
+    return Gates(*jnp.split(a, 4, axis=-1))
 
 
 class CellWeights(NamedTuple):
@@ -238,14 +246,16 @@ class StepResult(NamedTuple):
         h: `[B, H_out]` the new hidden state (projected when there is a projection), in
             the compute dtype.
         c: `[B, H]` the new cell state, in the state dtype.
-        acts: `[B, 4H]` the activated gates σ(i), σ(f), tanh(g), σ(o), in the state dtype.
+        gates: the activated gates, in the state dtype, each `[B, H]` (the backward pass
+            reads them as four arrays: kernels reading column slices of one `[B, 4H]`
+            array stacked over time compile without vector instructions on XLA:CPU).
         tanh_c: `[B, H]` tanh(c'), in the state dtype (kept for the backward pass, which
             would otherwise compute it again).
     """
 
     h: Array
     c: Array
-    acts: Array
+    gates: Gates
     tanh_c: Array
 
 
@@ -266,14 +276,14 @@ def step(w: CellWeights, x: Array, h: Array, c: Array) -> StepResult:
         c: `[B, H]` the cell state entering the step (its dtype is the state dtype).
 
     Returns:
-        `StepResult(h', c', acts)`.
+        `StepResult(h', c', gates, tanh(c'))`.
     """
     joint = jnp.concatenate([w.kernel, w.recurrent_kernel], axis=0)
     gates = jnp.concatenate([x, h], axis=-1) @ joint
     if w.bias is not None:
         gates = gates + w.bias
-    acts = gate_activations(gates.astype(c.dtype))
-    i, f, g, o = split_gates(acts)
+    acts = split_gates(gate_activations(gates.astype(c.dtype)))
+    i, f, g, o = acts
     c_new = f * c + i * g
     tanh_c = tanh(c_new)
     h_new = (o * tanh_c).astype(h.dtype)
@@ -301,13 +311,13 @@ class StepGrads(NamedTuple):
 
 
 def step_bwd(
-    w: CellWeights, acts: Array, tanh_c: Array, c_prev: Array, dh: Array, dc: Array
+    w: CellWeights, gates: Gates, tanh_c: Array, c_prev: Array, dh: Array, dc: Array
 ) -> StepGrads:
     """The backward of `step`: cotangents of its inputs from cotangents of its outputs.
 
     Args:
         w: the cell's weights.
-        acts: `[B, 4H]` the step's activated gates (`StepResult.acts`).
+        gates: the step's activated gates (`StepResult.gates`).
         tanh_c: `[B, H]` tanh of the cell state the step produced (`StepResult.tanh_c`).
         c_prev: `[B, H]` the cell state that entered the step.
         dh: `[B, H_out]` the cotangent of the step's output h (from the output at this step
@@ -318,7 +328,7 @@ def step_bwd(
         `StepGrads(gates, h, c, h_raw)`.
     """
     dtype = dh.dtype
-    i, f, g, o = split_gates(acts)
+    i, f, g, o = gates
     tc = tanh_c
     h_raw = None
     dh_raw = dh
@@ -327,9 +337,17 @@ def step_bwd(
         dh_raw = dh @ w.projection.T
     dh_raw = dh_raw.astype(tanh_c.dtype)
     dc_total = dc + dh_raw * o * (1 - tc * tc)
-    # d loss / d activated gate times the activation's derivative, one 4H-wide expression.
-    d_acts = jnp.concatenate([dc_total * g, dc_total * c_prev, dc_total * i, dh_raw * tc], axis=-1)
-    d_gates = (d_acts * gate_derivatives(acts)).astype(dtype)
+    # Per block: d loss / d activated gate times the activation's derivative (σ' = a(1 − a),
+    # tanh' = (1 + a)(1 − a)), then the four side by side for the matmuls.
+    d_gates = jnp.concatenate(
+        [
+            dc_total * g * (i * (1 - i)),
+            dc_total * c_prev * (f * (1 - f)),
+            dc_total * i * ((1 + g) * (1 - g)),
+            dh_raw * tc * (o * (1 - o)),
+        ],
+        axis=-1,
+    ).astype(dtype)
     return StepGrads(d_gates, d_gates @ w.recurrent_kernel.T, dc_total * f, h_raw)
 
 

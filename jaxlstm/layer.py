@@ -168,8 +168,8 @@ def _forward_scan(weights, xs, h0, c0, masks, scan: ScanOptions, *, for_backward
     Returns:
         `(hs, c_n, cs, kept)`: per direction, hidden states after every step `[T, B, H_out]`,
         the final cell state `[B, H]`, and with `for_backward` the cell states after every
-        step `[T, B, H]` and (unless `scan.remat`) the pairs `(activated gates [T, B, 4H],
-        tanh(c) [T, B, H])` the backward steps need; None where not kept.
+        step `[T, B, H]` and (unless `scan.remat`) the pairs `(activated gates, tanh(c))`,
+        each `[T, B, H]`, that the backward steps need; None where not kept.
     """
     keep_gates = for_backward and not scan.remat
 
@@ -189,7 +189,7 @@ def _forward_scan(weights, xs, h0, c0, masks, scan: ScanOptions, *, for_backward
         kept = (
             hs,
             cs if for_backward else None,
-            tuple((r.acts, r.tanh_c) for r in new) if keep_gates else None,
+            tuple((r.gates, r.tanh_c) for r in new) if keep_gates else None,
         )
         return (hs, cs), kept
 
@@ -248,7 +248,7 @@ def _reverse_scan(weights, xs, h_prev, c_prev, kept, masks, d_hs, d_c_n, scan: S
     def one(w: CellWeights, dh, dc, x_t, kept_t, h_prev_t, c_prev_t, m_t):
         if kept_t is None:  # remat: the forward step's gates, recomputed from its inputs
             recomputed = step(w, x_t, h_prev_t, c_prev_t)
-            kept_t = (recomputed.acts, recomputed.tanh_c)
+            kept_t = (recomputed.gates, recomputed.tanh_c)
         g = step_bwd(w, *kept_t, c_prev_t, dh, dc)
         d_gates, dh_prev, dc_prev, dh_emit = g.gates, g.h, g.c, dh
         if m_t is not None:
