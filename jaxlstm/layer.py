@@ -4,8 +4,8 @@ Per-direction values travel as tuples with one entry per direction (forward firs
 weights (`cell.CellWeights`), the initial and final states, and, in scan-time order, the
 inputs and masks. The backward direction reads its input flipped in time.
 
-Each step is one matmul, `[x_t, h] @ [kernel; recurrent_kernel]` (see `cell.step` for why
-the input projection is not hoisted out of the loop), the bias, and the gate update.
+Each step computes `x_t @ kernel + h @ recurrent_kernel + bias` (see `cell.step` for why the
+input projection is not hoisted out of the loop) and the gate update.
 A bidirectional layer can run its two directions in one scan (`ScanOptions.fuse_directions`),
 or one scan each.
 
