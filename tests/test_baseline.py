@@ -42,13 +42,17 @@ def test_head_is_a_separate_package_that_computes_the_same():
     params = module.init_params(jax.random.key(0), config)
     x = jax.random.normal(jax.random.key(1), (7, 2, 3))
     theirs = module.lstm(params, x, config=config)[0]
-    ours = jaxlstm.lstm(params, x, config=jaxlstm.LSTMConfig(3, 5, num_layers=2,
-                                                             bidirectional=True))[0]
+    ours = jaxlstm.lstm(
+        params, x, config=jaxlstm.LSTMConfig(3, 5, num_layers=2, bidirectional=True)
+    )[0]
     np.testing.assert_allclose(np.asarray(theirs), np.asarray(ours), rtol=1e-6, atol=1e-6)
     assert baseline.load_baseline("HEAD").module is module, "imported once per process"
 
 
 def test_a_revision_that_does_not_exist_is_a_usage_error():
-    with pytest.raises(training.UsageError, match=r"--baseline must name a git revision .* "
-                       r"got 'v999-nope'"):
+    with pytest.raises(
+        training.UsageError,
+        match=r"--baseline must name a git revision .* "
+        r"got 'v999-nope'",
+    ):
         baseline.load_baseline("v999-nope")

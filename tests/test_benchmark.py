@@ -19,8 +19,17 @@ pytestmark = pytest.mark.usefixtures("compilation_cache")
 def quick_run(tmp_path_factory):
     """`--quick` on the sine config with torch at both thread settings and jaxlstm at HEAD."""
     out = tmp_path_factory.mktemp("bench")
-    argv = ["--quick", "--configs", "sine", "--impls", "jaxlstm,torch,torch-1t",
-            "--baseline", "HEAD", "--out-dir", str(out)]
+    argv = [
+        "--quick",
+        "--configs",
+        "sine",
+        "--impls",
+        "jaxlstm,torch,torch-1t",
+        "--baseline",
+        "HEAD",
+        "--out-dir",
+        str(out),
+    ]
     return {"out": out, "result": benchmark.main(argv)}
 
 
@@ -73,9 +82,15 @@ def test_baseline_is_timed_beside_the_current_jaxlstm(quick_run):
 
 def test_plot_is_labelled_and_shows_the_ratios(quick_run):
     result = quick_run["result"]
-    cells = [benchmark.Cell(**{k: c[k] for k in ("config", "impl", "mode", "compile_s",
-                                                  "median_s", "times_s", "note")})
-             for c in result["cells"]]
+    cells = [
+        benchmark.Cell(
+            **{
+                k: c[k]
+                for k in ("config", "impl", "mode", "compile_s", "median_s", "times_s", "note")
+            }
+        )
+        for c in result["cells"]
+    ]
     name = next(c.impl for c in cells if c.impl.startswith("jaxlstm@"))
     fig = benchmark.figure(cells, result["environment"], name)
     assert training.missing_labels(fig) == []
@@ -127,8 +142,9 @@ def test_bad_flags_name_the_flag(argv, message):
 
 def test_command_line_error_is_one_line_and_exit_status_2():
     cmd = [sys.executable, "-m", "experiments.benchmark", "--configs", "sine,huge"]
-    done = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 2, done.stderr[-3000:]
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --configs must be"), done.stderr

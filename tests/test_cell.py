@@ -105,8 +105,9 @@ def _projected_cell_problem():
 
 
 def _unbatched_cell_problem():
-    p = make_problem(LSTMCellConfig(3, 4, bias=False), batch=None, with_hx=True,
-                     dtype="float64", seed=0)
+    p = make_problem(
+        LSTMCellConfig(3, 4, bias=False), batch=None, with_hx=True, dtype="float64", seed=0
+    )
     return p.params, p.x, *p.hx
 
 
@@ -137,40 +138,69 @@ def cell_call(x, hx=None, params=CELL):
 CALL_CASES = {
     "cell x wrong I": (cell_call(jnp.ones((2, 4))), ValueError, "x", "(2, 3)", "got (2, 4)"),
     "cell x rank 3": (
-        cell_call(jnp.ones((1, 2, 3))), ValueError, "x", "[B, I]", "got shape (1, 2, 3)"
+        cell_call(jnp.ones((1, 2, 3))),
+        ValueError,
+        "x",
+        "[B, I]",
+        "got shape (1, 2, 3)",
     ),
     "cell x int": (
-        cell_call(jnp.ones((2, 3), jnp.int32)), TypeError, "x", "floating-point", "got int32"
+        cell_call(jnp.ones((2, 3), jnp.int32)),
+        TypeError,
+        "x",
+        "floating-point",
+        "got int32",
     ),
     "cell hx bare array": (
         cell_call(jnp.ones((2, 3)), jnp.zeros((2, 5))),
-        TypeError, "hx", "tuple (h_0, c_0)", "got a bare ArrayImpl of shape (2, 5)",
+        TypeError,
+        "hx",
+        "tuple (h_0, c_0)",
+        "got a bare ArrayImpl of shape (2, 5)",
     ),
     "cell hx batch mismatch": (
         cell_call(jnp.ones((2, 3)), (jnp.zeros((3, 5)), jnp.zeros((2, 5)))),
-        ValueError, "hx[0] (h)", "(2, 5)", "got (3, 5)",
+        ValueError,
+        "hx[0] (h)",
+        "(2, 5)",
+        "got (3, 5)",
     ),
     "cell hx int": (
         cell_call(jnp.ones((2, 3)), (jnp.zeros((2, 5), jnp.int32), jnp.zeros((2, 5)))),
-        TypeError, "hx[0] (h)", "floating-point", "got int32",
+        TypeError,
+        "hx[0] (h)",
+        "floating-point",
+        "got int32",
     ),
     "cell params missing weight_hh": (
         cell_call(jnp.ones((2, 3)), params={"weight_ih": CELL["weight_ih"]}),
-        ValueError, "params", "missing keys ['weight_hh']",
+        ValueError,
+        "params",
+        "missing keys ['weight_hh']",
     ),
     "cell params one bias, weight_hh mis-shaped": (
-        cell_call(jnp.ones((2, 3)),
-                  params=CELL | {"weight_hh": jnp.ones((20, 4)), "bias_ih": jnp.ones(20)}),
-        ValueError, "params", "missing keys ['bias_hh']",
+        cell_call(
+            jnp.ones((2, 3)),
+            params=CELL | {"weight_hh": jnp.ones((20, 4)), "bias_ih": jnp.ones(20)},
+        ),
+        ValueError,
+        "params",
+        "missing keys ['bias_hh']",
         "weight_hh: expected (20, 5), got (20, 4)",
     ),
     "cell params weight_ih not 4H rows": (
         cell_call(jnp.ones((2, 3)), params={"weight_ih": jnp.ones((7, 3))}),
-        ValueError, "params['weight_ih']", "(4H, I)", "got shape (7, 3)",
+        ValueError,
+        "params['weight_ih']",
+        "(4H, I)",
+        "got shape (7, 3)",
     ),
     "cell params not a mapping": (
         cell_call(jnp.ones((2, 3)), params=[CELL["weight_ih"]]),
-        TypeError, "params", "mapping", "got list",
+        TypeError,
+        "params",
+        "mapping",
+        "got list",
     ),
 }
 

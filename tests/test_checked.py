@@ -58,8 +58,13 @@ def test_checked_lstm_reads_T_from_batch_first_and_unbatched_input():
 
 
 def test_checked_lstm_still_raises_static_errors_at_trace_time():
-    expect(TypeError, lambda: RUN_CHECKED(PARAMS, X, seq_lengths=jnp.array([1.0, 2.0])),
-           "seq_lengths", "integer", "got float32")
+    expect(
+        TypeError,
+        lambda: RUN_CHECKED(PARAMS, X, seq_lengths=jnp.array([1.0, 2.0])),
+        "seq_lengths",
+        "integer",
+        "got float32",
+    )
 
 
 def test_check_seq_lengths_inside_a_checkified_training_step():

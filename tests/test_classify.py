@@ -46,8 +46,10 @@ def runs(tmp_path_factory):
     return {
         "cwd": cwd,
         "digits": {"out": str(cwd / "runs" / "classify-digits-quick"), "metrics": digits},
-        "counting": {"out": str(cwd / "runs" / "classify-counting-bidirectional-quick"),
-                     "metrics": counting},
+        "counting": {
+            "out": str(cwd / "runs" / "classify-counting-bidirectional-quick"),
+            "metrics": counting,
+        },
     }
 
 
@@ -177,8 +179,9 @@ def test_padding_does_not_change_predictions(bidirectional):
     alone_forward = jax.jit(lambda x: model(x))
     for i, n in enumerate(d["lengths"]):
         alone = np.asarray(alone_forward(jnp.asarray(d["x"][i : i + 1, :n])))
-        np.testing.assert_allclose(alone[0], padded[i], rtol=1e-5, atol=1e-6,
-                                   err_msg=f"sequence {i}, length {n}")
+        np.testing.assert_allclose(
+            alone[0], padded[i], rtol=1e-5, atol=1e-6, err_msg=f"sequence {i}, length {n}"
+        )
     # The test can fail: ignoring the lengths (reading the zero padding) changes the logits.
     assert not np.allclose(np.asarray(alone_forward(jnp.asarray(d["x"]))), padded, atol=1e-4)
 
@@ -242,8 +245,9 @@ def test_torch_weights_flag_reports_accuracy_before_training(tmp_path, capsys, m
     torch.save(model.state_dict(), path)
     reads = []
     original = classify.load_torch_classifier
-    monkeypatch.setattr(classify, "load_torch_classifier",
-                        lambda *a, **k: reads.append(a) or original(*a, **k))
+    monkeypatch.setattr(
+        classify, "load_torch_classifier", lambda *a, **k: reads.append(a) or original(*a, **k)
+    )
     monkeypatch.chdir(tmp_path)
     metrics = classify.main(["--torch-weights", str(path), "--steps", "0", "--no-progress"])
     assert len(reads) == 1, "the file is read once"
@@ -308,10 +312,18 @@ def test_dataset_selects_its_defaults():
 
 
 def test_command_line_error_is_one_line_and_exit_status_2(tmp_path):
-    cmd = [sys.executable, "-m", "experiments.classify", "--dataset", "letters",
-           "--out-dir", str(tmp_path)]
-    done = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True,
-                          timeout=300)
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.classify",
+        "--dataset",
+        "letters",
+        "--out-dir",
+        str(tmp_path),
+    ]
+    done = subprocess.run(
+        cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 2, done.stderr[-3000:]
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
@@ -326,8 +338,14 @@ def test_command_line_error_is_one_line_and_exit_status_2(tmp_path):
 def _timed_run(args: list[str]) -> tuple[float, dict]:
     out = args[args.index("--out-dir") + 1]
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "experiments.classify", *args], cwd=ROOT,
-                          env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "experiments.classify", *args],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     wall = time.perf_counter() - t0
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     with open(os.path.join(out, "metrics.json")) as f:

@@ -34,54 +34,88 @@ PROJ_RANGE = "[0, hidden_size=5)"
 CONSTRUCTOR_CASES = {
     "input_size=0": (config(0, 5), ValueError, "input_size", POSITIVE, "got 0"),
     "input_size=-1": (config(-1, 5), ValueError, "input_size", POSITIVE, "got -1"),
-    "input_size=2.5": (
-        config(2.5, 5), TypeError, "input_size", POSITIVE, "got 2.5 of type float"
-    ),
+    "input_size=2.5": (config(2.5, 5), TypeError, "input_size", POSITIVE, "got 2.5 of type float"),
     "input_size=True": (
-        config(True, 5), TypeError, "input_size", POSITIVE, "got True of type bool"
+        config(True, 5),
+        TypeError,
+        "input_size",
+        POSITIVE,
+        "got True of type bool",
     ),
     "hidden_size=0": (config(3, 0), ValueError, "hidden_size", POSITIVE, "got 0"),
     "hidden_size=None": (config(3, None), TypeError, "hidden_size", POSITIVE, "got None"),
-    "hidden_size='5'": (
-        config(3, "5"), TypeError, "hidden_size", POSITIVE, "got '5' of type str"
-    ),
+    "hidden_size='5'": (config(3, "5"), TypeError, "hidden_size", POSITIVE, "got '5' of type str"),
     "num_layers=0": (config(3, 5, num_layers=0), ValueError, "num_layers", POSITIVE, "got 0"),
-    "num_layers=1.0": (
-        config(3, 5, num_layers=1.0), TypeError, "num_layers", POSITIVE, "got 1.0"
-    ),
+    "num_layers=1.0": (config(3, 5, num_layers=1.0), TypeError, "num_layers", POSITIVE, "got 1.0"),
     "bias=1": (config(3, 5, bias=1), TypeError, "bias", "bool", "got 1 of type int"),
     "batch_first='yes'": (
-        config(3, 5, batch_first="yes"), TypeError, "batch_first", "bool", "got 'yes'"
+        config(3, 5, batch_first="yes"),
+        TypeError,
+        "batch_first",
+        "bool",
+        "got 'yes'",
     ),
     "bidirectional=None": (
-        config(3, 5, bidirectional=None), TypeError, "bidirectional", "bool", "got None"
+        config(3, 5, bidirectional=None),
+        TypeError,
+        "bidirectional",
+        "bool",
+        "got None",
     ),
     "dropout=-0.1": (config(3, 5, dropout=-0.1), ValueError, "dropout", "[0, 1]", "got -0.1"),
     "dropout=1.5": (config(3, 5, dropout=1.5), ValueError, "dropout", "[0, 1]", "got 1.5"),
     "dropout=nan": (
-        config(3, 5, num_layers=2, dropout=float("nan")), ValueError, "dropout", "[0, 1]", "got nan"
+        config(3, 5, num_layers=2, dropout=float("nan")),
+        ValueError,
+        "dropout",
+        "[0, 1]",
+        "got nan",
     ),
     "dropout='0.5'": (
-        config(3, 5, dropout="0.5"), TypeError, "dropout", "number", "got '0.5' of type str"
+        config(3, 5, dropout="0.5"),
+        TypeError,
+        "dropout",
+        "number",
+        "got '0.5' of type str",
     ),
     "dropout=True": (
-        config(3, 5, dropout=True), TypeError, "dropout", "number", "got True of type bool"
+        config(3, 5, dropout=True),
+        TypeError,
+        "dropout",
+        "number",
+        "got True of type bool",
     ),
     "proj_size=-1": (config(3, 5, proj_size=-1), ValueError, "proj_size", PROJ_RANGE, "got -1"),
     "proj_size=H": (config(3, 5, proj_size=5), ValueError, "proj_size", PROJ_RANGE, "got 5"),
     "proj_size>H": (config(3, 5, proj_size=6), ValueError, "proj_size", PROJ_RANGE, "got 6"),
     "proj_size=1.0": (
-        config(3, 5, proj_size=1.0), TypeError, "proj_size", "int", "got 1.0 of type float"
+        config(3, 5, proj_size=1.0),
+        TypeError,
+        "proj_size",
+        "int",
+        "got 1.0 of type float",
     ),
     # LSTMCellConfig
     "LSTMCellConfig(input_size=0)": (
-        cell_config(0, 5), ValueError, "input_size", POSITIVE, "got 0"
+        cell_config(0, 5),
+        ValueError,
+        "input_size",
+        POSITIVE,
+        "got 0",
     ),
     "LSTMCellConfig(hidden_size=2.0)": (
-        cell_config(3, 2.0), TypeError, "hidden_size", POSITIVE, "got 2.0 of type float"
+        cell_config(3, 2.0),
+        TypeError,
+        "hidden_size",
+        POSITIVE,
+        "got 2.0 of type float",
     ),
     "LSTMCellConfig(bias=None)": (
-        cell_config(3, 5, bias=None), TypeError, "bias", "bool", "got None"
+        cell_config(3, 5, bias=None),
+        TypeError,
+        "bias",
+        "bool",
+        "got None",
     ),
 }
 
@@ -101,6 +135,7 @@ def test_dropout_with_one_layer_warns_like_torch():
 
 
 # --- torch's names and shapes -----------------------------------------------------------------
+
 
 def test_config_matches_torch_state_dict_keys_and_shapes():
     torch = pytest.importorskip("torch")
@@ -152,7 +187,11 @@ def test_param_roles_cover_every_parameter_in_torch_order():
     assert roles["weight_hr_l1_reverse"] == "weight_hr"
     assert roles["bias_ih_l0"] == "bias_ih"
     assert {role for role in roles.values()} == {
-        "weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"
+        "weight_ih",
+        "weight_hh",
+        "bias_ih",
+        "bias_hh",
+        "weight_hr",
     }
     cell = LSTMCellConfig(3, 5, bias=False)
     assert param_roles(cell) == {"weight_ih": "weight_ih", "weight_hh": "weight_hh"}
@@ -190,36 +229,52 @@ def test_from_state_dict_reads_under_a_prefix_and_keeps_the_given_flags():
 
 
 def test_config_from_state_dict_errors():
-    expect(ValueError, lambda: LSTMConfig.from_state_dict({"x": np.zeros(3)}),
-           "prefix=''", "expected the key 'weight_ih_l0'", "found keys ['x']")
+    expect(
+        ValueError,
+        lambda: LSTMConfig.from_state_dict({"x": np.zeros(3)}),
+        "prefix=''",
+        "expected the key 'weight_ih_l0'",
+        "found keys ['x']",
+    )
     not_lstm = {"weight_ih_l0": np.zeros((7, 3)), "weight_hh_l0": np.zeros((7, 2))}
-    expect(ValueError, lambda: LSTMConfig.from_state_dict(not_lstm),
-           "weight_ih_l0 has shape (7, 3)", "expected (4H, I)")
+    expect(
+        ValueError,
+        lambda: LSTMConfig.from_state_dict(not_lstm),
+        "weight_ih_l0 has shape (7, 3)",
+        "expected (4H, I)",
+    )
 
 
 CELL_STATE_DICT_ERRORS = {
     "no weights": (
-        {"bias_ih": np.zeros(8)}, "",
-        "prefix=''", "expected the keys 'weight_ih' and 'weight_hh'", "found keys ['bias_ih']",
+        {"bias_ih": np.zeros(8)},
+        "",
+        "prefix=''",
+        "expected the keys 'weight_ih' and 'weight_hh'",
+        "found keys ['bias_ih']",
     ),
     "wrong prefix": (
-        {"cell.weight_ih": np.zeros((8, 3)), "cell.weight_hh": np.zeros((8, 2))}, "rnn.",
-        "prefix='rnn.'", "'rnn.weight_ih'", "found keys ['cell.weight_hh', 'cell.weight_ih']",
+        {"cell.weight_ih": np.zeros((8, 3)), "cell.weight_hh": np.zeros((8, 2))},
+        "rnn.",
+        "prefix='rnn.'",
+        "'rnn.weight_ih'",
+        "found keys ['cell.weight_hh', 'cell.weight_ih']",
     ),
     "weight_hh not (4H, H)": (
-        {"weight_ih": np.zeros((8, 3)), "weight_hh": np.zeros((8, 3))}, "",
-        "not an nn.LSTMCell's", "weight_hh (8, 3) (expected (4H, H))",
+        {"weight_ih": np.zeros((8, 3)), "weight_hh": np.zeros((8, 3))},
+        "",
+        "not an nn.LSTMCell's",
+        "weight_hh (8, 3) (expected (4H, H))",
     ),
     "weight_ih rows not 4H": (
-        {"weight_ih": np.zeros((7, 3)), "weight_hh": np.zeros((7, 2))}, "",
+        {"weight_ih": np.zeros((7, 3)), "weight_hh": np.zeros((7, 2))},
+        "",
         "weight_ih has shape (7, 3) (expected (4H, I))",
     ),
 }
 
 
-@pytest.mark.parametrize(
-    "case", CELL_STATE_DICT_ERRORS.values(), ids=CELL_STATE_DICT_ERRORS.keys()
-)
+@pytest.mark.parametrize("case", CELL_STATE_DICT_ERRORS.values(), ids=CELL_STATE_DICT_ERRORS.keys())
 def test_cell_config_from_state_dict_errors(case):
     state_dict, prefix, *fragments = case
     expect(

@@ -184,44 +184,73 @@ KEY_MESSAGE = "PRNG key such as jax.random.key(0)"
 CONSTRUCTOR_CASES = {
     "init_params(config=dict)": (
         lambda: jaxlstm.init_params(jax.random.key(0), {"input_size": 3}),
-        TypeError, "config", "LSTMConfig", "got dict",
+        TypeError,
+        "config",
+        "LSTMConfig",
+        "got dict",
     ),
     "init_params(key=int)": (
-        lambda: jaxlstm.init_params(0, CFG), TypeError, "key", KEY_MESSAGE, "got int 0"
+        lambda: jaxlstm.init_params(0, CFG),
+        TypeError,
+        "key",
+        KEY_MESSAGE,
+        "got int 0",
     ),
     "init_params(key=numpy Generator)": (
         lambda: jaxlstm.init_params(np.random.default_rng(0), CFG),
-        TypeError, "key", KEY_MESSAGE, "got Generator",
+        TypeError,
+        "key",
+        KEY_MESSAGE,
+        "got Generator",
     ),
     "init_params(key=[2] typed keys)": (
         lambda: jaxlstm.init_params(jax.random.split(KEY), CFG),
-        TypeError, "key", KEY_MESSAGE, "dtype key<fry> and shape (2,)",
+        TypeError,
+        "key",
+        KEY_MESSAGE,
+        "dtype key<fry> and shape (2,)",
     ),
     "init_params(dtype=int32)": (
         lambda: jaxlstm.init_params(KEY, CFG, jnp.int32),
-        TypeError, "dtype (param_dtype)", "floating-point", "got int32",
+        TypeError,
+        "dtype (param_dtype)",
+        "floating-point",
+        "got int32",
     ),
     "kernel_init=3": (
         lambda: jaxlstm.init_params(KEY, CFG, kernel_init=3),
-        TypeError, "kernel_init", "initializer init(key, shape, dtype) or None", "got 3",
+        TypeError,
+        "kernel_init",
+        "initializer init(key, shape, dtype) or None",
+        "got 3",
     ),
     "projection_init='normal'": (
         lambda: jaxlstm.init_params(KEY, PROJ, projection_init="normal"),
-        TypeError, "projection_init", "initializer", "got 'normal'",
+        TypeError,
+        "projection_init",
+        "initializer",
+        "got 'normal'",
     ),
     "kernel_init returns torch's shape": (
         lambda: jaxlstm.init_params(KEY, CFG, kernel_init=lambda k, s, d: jnp.zeros(s[::-1], d)),
-        ValueError, "kernel_init for weight_ih_l0", "the shape (3, 20) it was asked for",
+        ValueError,
+        "kernel_init for weight_ih_l0",
+        "the shape (3, 20) it was asked for",
         "returned shape (20, 3)",
     ),
     "bias_init wrong shape": (
         lambda: jaxlstm.init_params(KEY, CFG, bias_init=lambda k, s, d: jnp.zeros((2,))),
-        ValueError, "bias_init for bias_ih_l0", "the shape (20,) it was asked for",
+        ValueError,
+        "bias_init for bias_ih_l0",
+        "the shape (20,) it was asked for",
         "returned shape (2,)",
     ),
     "torch_uniform(dtype=int32)": (
         lambda: torch_uniform(4)(KEY, (3,), jnp.int32),
-        TypeError, "dtype of the parameters", "floating-point", "got int32",
+        TypeError,
+        "dtype of the parameters",
+        "floating-point",
+        "got int32",
     ),
 }
 
@@ -258,12 +287,19 @@ def linen_key(seed: int, x=X) -> jax.Array:
 def _nnx_weights(config, seed, **inits):
     rngs = nnx.Rngs(params=jax.random.key(seed))
     if isinstance(config, LSTMCellConfig):
-        module = jaxlstm.LSTMCell(config.input_size, config.hidden_size, bias=config.bias,
-                                  rngs=rngs, **inits)
+        module = jaxlstm.LSTMCell(
+            config.input_size, config.hidden_size, bias=config.bias, rngs=rngs, **inits
+        )
     else:
-        module = jaxlstm.LSTM(config.input_size, config.hidden_size, config.num_layers,
-                              bidirectional=config.bidirectional, proj_size=config.proj_size,
-                              rngs=rngs, **inits)
+        module = jaxlstm.LSTM(
+            config.input_size,
+            config.hidden_size,
+            config.num_layers,
+            bidirectional=config.bidirectional,
+            proj_size=config.proj_size,
+            rngs=rngs,
+            **inits,
+        )
     return module.params
 
 
@@ -272,9 +308,13 @@ def _linen_weights(config, seed, **inits):
         module = jaxlstm.linen.LSTMCell(config.hidden_size, bias=config.bias, **inits)
         x = X[0]
     else:
-        module = jaxlstm.linen.LSTM(config.hidden_size, config.num_layers,
-                                    bidirectional=config.bidirectional,
-                                    proj_size=config.proj_size, **inits)
+        module = jaxlstm.linen.LSTM(
+            config.hidden_size,
+            config.num_layers,
+            bidirectional=config.bidirectional,
+            proj_size=config.proj_size,
+            **inits,
+        )
         x = X
     return module.init({"params": jax.random.key(seed)}, x)["params"], linen_key(seed, x)
 

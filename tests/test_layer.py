@@ -111,8 +111,16 @@ def test_bidirectional_in_one_scan_matches_one_scan_per_direction(remat):
 
     config = LSTMConfig(I, H, bidirectional=True, proj_size=2)
     lengths = [3, 1]
-    p = make_problem(config, batch=B, steps=T, with_hx=True, seq_lengths=lengths,
-                     dtype="float32", seed=1, param_scale=2.0)
+    p = make_problem(
+        config,
+        batch=B,
+        steps=T,
+        with_hx=True,
+        seq_lengths=lengths,
+        dtype="float32",
+        seed=1,
+        param_scale=2.0,
+    )
     params, x, (h0, c0) = p.jax_inputs()
     weights = layer_weights(params, config, 0, jnp.float32)
     h0, c0 = tuple(h0), tuple(c0)  # per direction [B, P], [B, H]
@@ -213,6 +221,7 @@ def test_forward_mode_works_with_the_default_options_and_matches_reverse_mode():
         assert_close(jvp_default, jvp_plain, "float64", "jvp")
         forward, reverse = jax.jit(jax.jacfwd(loss))(x), jax.grad(loss)(x)
         assert_close(forward, reverse, "float64", "jit(jacfwd) vs grad")
+
         # A Hessian-vector product (jvp of grad) goes through the custom VJP and matches autodiff.
         def hvp(scan):
             return jax.jvp(jax.grad(lambda x: jnp.sum(f(scan)(x) ** 2)), (x,), (x,))[1]

@@ -33,8 +33,15 @@ IN, H, T, B = 3, 5, 6, 4
 
 def _problem(cfg, seed=0, batch=B, lengths=None):
     """A float32 problem of `LSTMConfig(IN, H, **cfg)` with an initial state."""
-    return make_problem(LSTMConfig(IN, H, **cfg), batch=batch, steps=T, with_hx=True,
-                        seq_lengths=lengths, dtype="float32", seed=seed)
+    return make_problem(
+        LSTMConfig(IN, H, **cfg),
+        batch=batch,
+        steps=T,
+        with_hx=True,
+        seq_lengths=lengths,
+        dtype="float32",
+        seed=seed,
+    )
 
 
 def _input(cfg, seed=0):
@@ -169,8 +176,10 @@ def test_linen_inside_a_parent_module():
 # --- from_params ---------------------------------------------------------------------------------
 
 FROM_PARAMS_CASES = {
-    "bi-proj-bf-lengths": (LSTMConfig(IN, H, num_layers=2, bidirectional=True, proj_size=2,
-                                      batch_first=True), [6, 2, 5, 1]),
+    "bi-proj-bf-lengths": (
+        LSTMConfig(IN, H, num_layers=2, bidirectional=True, proj_size=2, batch_first=True),
+        [6, 2, 5, 1],
+    ),
     "nobias-float64": (LSTMConfig(IN, H, bias=False), None),
 }
 
@@ -179,8 +188,9 @@ FROM_PARAMS_CASES = {
 def test_linen_from_params_reproduces_the_core(case):
     config, lengths = FROM_PARAMS_CASES[case]
     dtype = "float64" if case.endswith("float64") else "float32"
-    p = make_problem(config, batch=B, steps=T, with_hx=True, seq_lengths=lengths, dtype=dtype,
-                     seed=4)
+    p = make_problem(
+        config, batch=B, steps=T, with_hx=True, seq_lengths=lengths, dtype=dtype, seed=4
+    )
     with precision(dtype):
         params, x, hx = p.jax_inputs()
         module, variables = jl.from_params(p.params, config)
@@ -202,14 +212,24 @@ def test_linen_from_params_of_a_cell_config_is_a_cell():
     assert module.dtype == jnp.bfloat16
     _assert_equal_trees(variables["params"], params)
     low = {k: v.astype(jnp.bfloat16) for k, v in params.items()}
-    _assert_equal_trees(module.apply(variables, x, hx),
-                        jaxlstm.lstm_cell(low, x.astype(jnp.bfloat16), hx))
+    _assert_equal_trees(
+        module.apply(variables, x, hx), jaxlstm.lstm_cell(low, x.astype(jnp.bfloat16), hx)
+    )
 
 
 def test_linen_from_params_errors():
     config = LSTMConfig(IN, H)
     params = random_params(config)
-    expect(ValueError, lambda: jl.from_params({**params, "weight_hr_l0": np.zeros((2, H))}, config),
-           "params do not match the configuration", "unexpected keys ['weight_hr_l0']")
-    expect(TypeError, lambda: jl.from_params(params, {"hidden_size": H}),
-           "config", "LSTMConfig or LSTMCellConfig", "got dict")
+    expect(
+        ValueError,
+        lambda: jl.from_params({**params, "weight_hr_l0": np.zeros((2, H))}, config),
+        "params do not match the configuration",
+        "unexpected keys ['weight_hr_l0']",
+    )
+    expect(
+        TypeError,
+        lambda: jl.from_params(params, {"hidden_size": H}),
+        "config",
+        "LSTMConfig or LSTMCellConfig",
+        "got dict",
+    )

@@ -285,119 +285,228 @@ CALL_CASES = {
     # input
     "x rank 1": (call(x=jnp.ones(3)), ValueError, "input", SHAPE, "got shape (3,)"),
     "x rank 4": (
-        call(x=jnp.ones((1, 7, 2, 3))), ValueError, "input", SHAPE, "got shape (1, 7, 2, 3)"
+        call(x=jnp.ones((1, 7, 2, 3))),
+        ValueError,
+        "input",
+        SHAPE,
+        "got shape (1, 7, 2, 3)",
     ),
     "x wrong I": (
-        call(x=jnp.ones((7, 2, 4))), ValueError, "input", "input_size=3", "got shape (7, 2, 4)"
+        call(x=jnp.ones((7, 2, 4))),
+        ValueError,
+        "input",
+        "input_size=3",
+        "got shape (7, 2, 4)",
     ),
     "x int": (
-        call(x=jnp.ones((7, 2, 3), jnp.int32)), TypeError, "input", "floating-point", "got int32"
+        call(x=jnp.ones((7, 2, 3), jnp.int32)),
+        TypeError,
+        "input",
+        "floating-point",
+        "got int32",
     ),
-    "x bool": (
-        call(x=jnp.ones((7, 2, 3), bool)), TypeError, "input", "floating-point", "got bool"
-    ),
+    "x bool": (call(x=jnp.ones((7, 2, 3), bool)), TypeError, "input", "floating-point", "got bool"),
     "x T=0": (call(x=jnp.ones((0, 2, 3))), ValueError, "input", "T >= 1", "got shape (0, 2, 3)"),
     "x T=0 unbatched": (
-        call(x=jnp.ones((0, 3))), ValueError, "input", "T >= 1", "got shape (0, 3)"
+        call(x=jnp.ones((0, 3))),
+        ValueError,
+        "input",
+        "T >= 1",
+        "got shape (0, 3)",
     ),
     "x T=0 batch_first": (
         call(x=jnp.ones((2, 0, 3)), config=LSTMConfig(3, 5, num_layers=2, batch_first=True)),
-        ValueError, "input", "T >= 1", "got shape (2, 0, 3)",
+        ValueError,
+        "input",
+        "T >= 1",
+        "got shape (2, 0, 3)",
     ),
     # hx
     "hx bare array": (
-        call(hx=H0), TypeError, "hx", "tuple (h_0, c_0)", "got a bare ArrayImpl of shape (2, 2, 5)"
+        call(hx=H0),
+        TypeError,
+        "hx",
+        "tuple (h_0, c_0)",
+        "got a bare ArrayImpl of shape (2, 2, 5)",
     ),
     "hx 3-tuple": (
-        call(hx=(H0, H0, H0)), TypeError, "hx", "tuple (h_0, c_0)", "got tuple of length 3"
+        call(hx=(H0, H0, H0)),
+        TypeError,
+        "hx",
+        "tuple (h_0, c_0)",
+        "got tuple of length 3",
     ),
     "hx None inside": (call(hx=(H0, None)), TypeError, "hx c_0", "an array", "got None"),
     "hx h_0 rank": (
-        call(hx=(H0[0], H0)), ValueError, "hx h_0", "3-D", "(2, 2, 5)", "got shape (2, 5)"
+        call(hx=(H0[0], H0)),
+        ValueError,
+        "hx h_0",
+        "3-D",
+        "(2, 2, 5)",
+        "got shape (2, 5)",
     ),
     "hx batch != x batch": (
         call(hx=(jnp.zeros((2, 3, 5)), jnp.zeros((2, 3, 5)))),
-        ValueError, "hx h_0", "(D*L, B, H_out) = (2, 2, 5)", "input batch B=2", "got (2, 3, 5)",
+        ValueError,
+        "hx h_0",
+        "(D*L, B, H_out) = (2, 2, 5)",
+        "input batch B=2",
+        "got (2, 3, 5)",
     ),
     "hx c_0 wrong H": (
         call(hx=(H0, jnp.zeros((2, 2, 4)))),
-        ValueError, "hx c_0", "(D*L, B, H) = (2, 2, 5)", "got (2, 2, 4)",
+        ValueError,
+        "hx c_0",
+        "(D*L, B, H) = (2, 2, 5)",
+        "got (2, 2, 4)",
     ),
     "hx wrong D*L": (
         call(hx=(jnp.zeros((1, 2, 5)), jnp.zeros((1, 2, 5)))),
-        ValueError, "hx h_0", "(2, 2, 5)", "got (1, 2, 5)",
+        ValueError,
+        "hx h_0",
+        "(2, 2, 5)",
+        "got (1, 2, 5)",
     ),
     "hx h_0 proj size": (
         call(hx=(H0, H0), config=PROJ_CFG, params=random_params(PROJ_CFG)),
-        ValueError, "hx h_0", "(D*L, B, H_out) = (2, 2, 2)", "got (2, 2, 5)",
+        ValueError,
+        "hx h_0",
+        "(D*L, B, H_out) = (2, 2, 2)",
+        "got (2, 2, 5)",
     ),
     "hx int": (
-        call(hx=(H0.astype(jnp.int32), H0)), TypeError, "hx h_0", "floating-point", "got int32"
+        call(hx=(H0.astype(jnp.int32), H0)),
+        TypeError,
+        "hx h_0",
+        "floating-point",
+        "got int32",
     ),
     "hx 3-D for unbatched x": (
         call(x=jnp.ones((7, 3)), hx=(H0, H0)),
-        ValueError, "hx h_0", "2-D for unbatched", "(2, 5)", "got shape (2, 2, 5)",
+        ValueError,
+        "hx h_0",
+        "2-D for unbatched",
+        "(2, 5)",
+        "got shape (2, 2, 5)",
     ),
     # seq_lengths
     "seq_lengths float": (
         call(seq_lengths=jnp.array([7.0, 3.0])),
-        TypeError, "seq_lengths", "integer dtype", "got float32",
+        TypeError,
+        "seq_lengths",
+        "integer dtype",
+        "got float32",
     ),
     "seq_lengths bool": (
-        call(seq_lengths=np.array([True, True])), TypeError, "seq_lengths", "integer", "got bool"
+        call(seq_lengths=np.array([True, True])),
+        TypeError,
+        "seq_lengths",
+        "integer",
+        "got bool",
     ),
     "seq_lengths too long": (
-        call(seq_lengths=np.array([7, 3, 2])), ValueError, "seq_lengths", "(B,) = (2,)", "got (3,)"
+        call(seq_lengths=np.array([7, 3, 2])),
+        ValueError,
+        "seq_lengths",
+        "(B,) = (2,)",
+        "got (3,)",
     ),
     "seq_lengths too short": (
-        call(seq_lengths=[7]), ValueError, "seq_lengths", "(B,) = (2,)", "got (1,)"
+        call(seq_lengths=[7]),
+        ValueError,
+        "seq_lengths",
+        "(B,) = (2,)",
+        "got (1,)",
     ),
     "seq_lengths 2-D": (
-        call(seq_lengths=np.array([[7, 3]])), ValueError, "seq_lengths", "(2,)", "got (1, 2)"
+        call(seq_lengths=np.array([[7, 3]])),
+        ValueError,
+        "seq_lengths",
+        "(2,)",
+        "got (1, 2)",
     ),
     "seq_lengths zero": (
-        call(seq_lengths=np.array([0, 3])), ValueError, "seq_lengths", RANGE, "from 0 to 3"
+        call(seq_lengths=np.array([0, 3])),
+        ValueError,
+        "seq_lengths",
+        RANGE,
+        "from 0 to 3",
     ),
     "seq_lengths negative": (
-        call(seq_lengths=[-1, 3]), ValueError, "seq_lengths", RANGE, "from -1 to 3"
+        call(seq_lengths=[-1, 3]),
+        ValueError,
+        "seq_lengths",
+        RANGE,
+        "from -1 to 3",
     ),
     "seq_lengths > T": (
-        call(seq_lengths=np.array([8, 3])), ValueError, "seq_lengths", RANGE, "from 3 to 8"
+        call(seq_lengths=np.array([8, 3])),
+        ValueError,
+        "seq_lengths",
+        RANGE,
+        "from 3 to 8",
     ),
     "seq_lengths > T jax array": (
-        call(seq_lengths=jnp.array([7, 9])), ValueError, "seq_lengths", RANGE, "from 7 to 9"
+        call(seq_lengths=jnp.array([7, 9])),
+        ValueError,
+        "seq_lengths",
+        RANGE,
+        "from 7 to 9",
     ),
     "seq_lengths vector for unbatched x": (
         call(x=jnp.ones((7, 3)), seq_lengths=np.array([3, 4])),
-        ValueError, "seq_lengths", "scalar", "got shape (2,)",
+        ValueError,
+        "seq_lengths",
+        "scalar",
+        "got shape (2,)",
     ),
     "seq_lengths 0 unbatched": (
-        call(x=jnp.ones((7, 3)), seq_lengths=0), ValueError, "seq_lengths", RANGE, "from 0"
+        call(x=jnp.ones((7, 3)), seq_lengths=0),
+        ValueError,
+        "seq_lengths",
+        RANGE,
+        "from 0",
     ),
     # params, config and the rest
     "params missing key": (
         call(params={k: v for k, v in PARAMS.items() if k != "bias_hh_l1"}),
-        ValueError, "params", "missing keys ['bias_hh_l1']",
+        ValueError,
+        "params",
+        "missing keys ['bias_hh_l1']",
     ),
     "params unexpected key": (
         call(params={**PARAMS, "weight_hr_l0": jnp.ones((2, 5))}),
-        ValueError, "params", "unexpected keys ['weight_hr_l0']",
+        ValueError,
+        "params",
+        "unexpected keys ['weight_hr_l0']",
     ),
     "params wrong shape": (
         call(params={**PARAMS, "weight_hh_l0": jnp.ones((20, 4))}),
-        ValueError, "params", "weight_hh_l0: expected (20, 5), got (20, 4)",
+        ValueError,
+        "params",
+        "weight_hh_l0: expected (20, 5), got (20, 4)",
     ),
     "params not a mapping": (call(params=[1, 2]), TypeError, "params", "mapping", "got list"),
     "config not LSTMConfig": (
-        call(config={"input_size": 3}), TypeError, "config", "LSTMConfig", "got dict"
+        call(config={"input_size": 3}),
+        TypeError,
+        "config",
+        "LSTMConfig",
+        "got dict",
     ),
     "dropout_key int": (
         call(config=LSTMConfig(3, 5, num_layers=2, dropout=0.5), dropout_key=3),
-        TypeError, "dropout_key", "PRNG key", "got int 3",
+        TypeError,
+        "dropout_key",
+        "PRNG key",
+        "got int 3",
     ),
     "dropout_key float array": (
         call(dropout_key=jnp.ones(2)),
-        TypeError, "dropout_key", "PRNG key", "dtype float32 and shape (2,)",
+        TypeError,
+        "dropout_key",
+        "PRNG key",
+        "dtype float32 and shape (2,)",
     ),
     "scan={}": (call(scan={"remat": True}), TypeError, "scan", "ScanOptions", "got dict"),
 }
@@ -412,14 +521,21 @@ def test_call_argument_errors(case):
 def test_shape_errors_are_raised_at_trace_time_under_jit():
     """Static checks fire while tracing: the same message under jit, nothing runs."""
     fn = jax.jit(lambda x, h, c: jaxlstm.lstm(PARAMS, x, (h, c), config=CFG))
-    expect(ValueError, lambda: fn(X, jnp.zeros((2, 3, 5)), H0),
-           "hx h_0", "input batch B=2", "got (2, 3, 5)")
-    expect(TypeError, lambda: fn(X.astype(jnp.int32), H0, H0),
-           "input", "floating-point", "got int32")
+    expect(
+        ValueError,
+        lambda: fn(X, jnp.zeros((2, 3, 5)), H0),
+        "hx h_0",
+        "input batch B=2",
+        "got (2, 3, 5)",
+    )
+    expect(
+        TypeError, lambda: fn(X.astype(jnp.int32), H0, H0), "input", "floating-point", "got int32"
+    )
     fn = jax.jit(lambda x, n: jaxlstm.lstm(PARAMS, x, config=CFG, seq_lengths=n))
     expect(TypeError, lambda: fn(X, jnp.array([1.0, 2.0])), "seq_lengths", "integer", "got float32")
-    expect(ValueError, lambda: fn(X, jnp.array([1, 2, 3])),
-           "seq_lengths", "(B,) = (2,)", "got (3,)")
+    expect(
+        ValueError, lambda: fn(X, jnp.array([1, 2, 3])), "seq_lengths", "(B,) = (2,)", "got (3,)"
+    )
 
 
 # --- seq_lengths under jit ----------------------------------------------------------------------

@@ -41,8 +41,9 @@ MODULE_CASES = {
 def _module_problem(case: str):
     config, lengths = MODULE_CASES[case]
     steps = None if isinstance(config, LSTMCellConfig) else 3
-    return make_problem(config, batch=2, steps=steps, with_hx=True, seq_lengths=lengths,
-                        dtype="float32", seed=2)
+    return make_problem(
+        config, batch=2, steps=steps, with_hx=True, seq_lengths=lengths, dtype="float32", seed=2
+    )
 
 
 @functools.cache
@@ -84,8 +85,9 @@ def test_forward_mode_of_the_module_works_with_the_default_options():
     # match the plain scan's jvp and reverse mode. (jvp inside jit: see tests/test_layer.py.)
     with precision("float64"):
         config = LSTMConfig(3, 4, bidirectional=True, proj_size=2)
-        p = make_problem(config, batch=2, steps=3, with_hx=False, seq_lengths=[3, 2],
-                         dtype="float64", seed=4)
+        p = make_problem(
+            config, batch=2, steps=3, with_hx=False, seq_lengths=[3, 2], dtype="float64", seed=4
+        )
         model = from_params(p.params, config)
         x, tangent = jnp.asarray(p.x), jnp.asarray(p.g_out[..., :3])
         lengths = jnp.asarray(p.seq_lengths)
@@ -126,8 +128,9 @@ def test_cell_init_is_torch_uniform():
 
 def test_bf16_compute_keeps_f32_cell_state():
     model = jaxlstm.LSTM(3, 8, num_layers=2, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
-    x = jnp.asarray(make_problem(model.config, batch=2, steps=5, with_hx=False,
-                                 dtype="float32", seed=0).x)
+    x = jnp.asarray(
+        make_problem(model.config, batch=2, steps=5, with_hx=False, dtype="float32", seed=0).x
+    )
     out, (h_n, c_n) = model(x)
     assert out.dtype == jnp.bfloat16 and h_n.dtype == jnp.bfloat16
     assert c_n.dtype == jnp.float32
@@ -137,8 +140,9 @@ def test_bf16_compute_keeps_f32_cell_state():
 
 def test_unbatched_input_gives_unbatched_output():
     model = random_lstm(LSTMConfig(3, 5, num_layers=2, bidirectional=True))
-    x = jnp.asarray(make_problem(model.config, batch=None, steps=6, with_hx=False,
-                                 dtype="float32", seed=0).x)
+    x = jnp.asarray(
+        make_problem(model.config, batch=None, steps=6, with_hx=False, dtype="float32", seed=0).x
+    )
     out, (h_n, c_n) = model(x)
     chex.assert_shape(out, (6, 10))
     chex.assert_shape([h_n, c_n], (4, 5))
@@ -153,8 +157,9 @@ def test_unbatched_input_gives_unbatched_output():
 
 def test_dropout_between_layers_train_and_eval():
     model = jaxlstm.LSTM(3, 8, num_layers=3, dropout=0.5, rngs=nnx.Rngs(0, dropout=1))
-    x = jnp.asarray(make_problem(model.config, batch=2, steps=5, with_hx=False,
-                                 dtype="float32", seed=0).x)
+    x = jnp.asarray(
+        make_problem(model.config, batch=2, steps=5, with_hx=False, dtype="float32", seed=0).x
+    )
     a, _ = model(x)
     b, _ = model(x)
     assert not np.allclose(a, b), "training mode must draw a fresh dropout mask per call"
@@ -197,8 +202,9 @@ def test_modules_pass_scan_options_to_lstm(monkeypatch):
     import jaxlstm.linen
 
     T, B, I, H = 4, 2, 3, 4
-    x = jnp.asarray(make_problem(LSTMConfig(I, H), batch=B, steps=T, with_hx=False,
-                                 dtype="float32", seed=0).x)
+    x = jnp.asarray(
+        make_problem(LSTMConfig(I, H), batch=B, steps=T, with_hx=False, dtype="float32", seed=0).x
+    )
     path = {"scan": ScanOptions(unroll=2, custom_vjp=True, remat=True)}
     for module_file, apply in (
         (jaxlstm.nnx, lambda **kw: jaxlstm.nnx.LSTM(I, H, rngs=nnx.Rngs(0))(x, **kw)),
@@ -241,12 +247,15 @@ def test_from_params_holds_the_exact_values_in_their_dtype(dtype):
         assert list(model.params) == list(FROM_PARAMS_CONFIG.param_shapes())
         for name, value in model.params.items():
             assert value.dtype == jnp.dtype(dtype), name
-            np.testing.assert_array_equal(np.asarray(value, np.float64),
-                                          np.asarray(params[name], np.float64), err_msg=name)
+            np.testing.assert_array_equal(
+                np.asarray(value, np.float64), np.asarray(params[name], np.float64), err_msg=name
+            )
         x = jnp.ones((5, 2, 3), jnp.dtype(dtype))
-        for got, want in zip(jax.tree.leaves(model(x)),
-                             jax.tree.leaves(jaxlstm.lstm(params, x, config=model.config)),
-                             strict=True):
+        for got, want in zip(
+            jax.tree.leaves(model(x)),
+            jax.tree.leaves(jaxlstm.lstm(params, x, config=model.config)),
+            strict=True,
+        ):
             np.testing.assert_array_equal(got, want)
 
 
@@ -259,8 +268,9 @@ def test_from_params_of_a_cell_config_is_an_lstm_cell():
     for name in params:
         np.testing.assert_array_equal(cell.params[name], params[name], err_msg=name)
     x = jnp.ones((2, 3))
-    want = jaxlstm.lstm_cell({k: v.astype(jnp.bfloat16) for k, v in cell.params.items()},
-                             x.astype(jnp.bfloat16))
+    want = jaxlstm.lstm_cell(
+        {k: v.astype(jnp.bfloat16) for k, v in cell.params.items()}, x.astype(jnp.bfloat16)
+    )
     for got, w in zip(cell(x), want, strict=True):
         np.testing.assert_array_equal(got, w)
 
@@ -270,10 +280,14 @@ def test_from_params_lists_every_wrong_name_and_shape():
     del params["bias_hh_l1"]
     params["weight_ih_l0"] = np.zeros((16, 4), np.float32)
     params["weight_hr_l2"] = np.zeros((2, 4), np.float32)
-    expect(ValueError, lambda: from_params(params, FROM_PARAMS_CONFIG),
-           "params do not match the configuration",
-           "missing keys ['bias_hh_l1']", "unexpected keys ['weight_hr_l2']",
-           "weight_ih_l0: expected (16, 3), got (16, 4)")
+    expect(
+        ValueError,
+        lambda: from_params(params, FROM_PARAMS_CONFIG),
+        "params do not match the configuration",
+        "missing keys ['bias_hh_l1']",
+        "unexpected keys ['weight_hr_l2']",
+        "weight_ih_l0: expected (16, 3), got (16, 4)",
+    )
 
 
 def test_dropout_stream_is_usable_after_from_params():
@@ -337,8 +351,11 @@ def test_lstm_as_cell_round_trip(bias):
 
 @pytest.mark.parametrize(
     "kwargs, fragment",
-    [(dict(num_layers=2), "num_layers=2"), (dict(bidirectional=True), "bidirectional=True"),
-     (dict(proj_size=2), "proj_size=2")],
+    [
+        (dict(num_layers=2), "num_layers=2"),
+        (dict(bidirectional=True), "bidirectional=True"),
+        (dict(proj_size=2), "proj_size=2"),
+    ],
     ids=["L2", "bidirectional", "proj"],
 )
 def test_as_cell_of_what_no_cell_holds_is_a_value_error(kwargs, fragment):
@@ -354,8 +371,12 @@ def test_set_params_checks_everything_before_changing_anything():
         "weight_hh_l0": np.ones((20, 4)),  # mis-shaped
         "weight_hr_l0": np.ones((2, 5)),  # unknown
     }
-    expect(ValueError, lambda: model.set_params(bad),
-           "unexpected keys ['weight_hr_l0']", "weight_hh_l0: expected (20, 5), got (20, 4)")
+    expect(
+        ValueError,
+        lambda: model.set_params(bad),
+        "unexpected keys ['weight_hr_l0']",
+        "weight_hh_l0: expected (20, 5), got (20, 4)",
+    )
     for name, value in model.params.items():
         np.testing.assert_array_equal(value, before[name], err_msg=f"{name} changed")
     model.set_params({"weight_ih_l0": np.full((20, 3), 0.5, np.float64)})  # a subset, cast
@@ -371,72 +392,124 @@ RNGS = "nnx.Rngs such as nnx.Rngs(0)"
 CONSTRUCTOR_CASES = {
     "LSTM(hidden_size=0)": (
         lambda: jaxlstm.LSTM(3, 0, rngs=nnx.Rngs(0)),
-        ValueError, "hidden_size", "positive int", "got 0",
+        ValueError,
+        "hidden_size",
+        "positive int",
+        "got 0",
     ),
     "LSTM(proj_size=H)": (
         lambda: jaxlstm.LSTM(3, 4, proj_size=4, rngs=nnx.Rngs(0)),
-        ValueError, "proj_size", "hidden_size=4", "got 4",
+        ValueError,
+        "proj_size",
+        "hidden_size=4",
+        "got 4",
     ),
     "LSTM(param_dtype=int32)": (
         lambda: jaxlstm.LSTM(3, 4, param_dtype=jnp.int32, rngs=nnx.Rngs(0)),
-        TypeError, "param_dtype", "floating-point", "got int32",
+        TypeError,
+        "param_dtype",
+        "floating-point",
+        "got int32",
     ),
     "LSTMCell(input_size=-1)": (
         lambda: jaxlstm.LSTMCell(-1, 4, rngs=nnx.Rngs(0)),
-        ValueError, "input_size", "positive int", "got -1",
+        ValueError,
+        "input_size",
+        "positive int",
+        "got -1",
     ),
     "LSTMCell(hidden_size=2.0)": (
         lambda: jaxlstm.LSTMCell(3, 2.0, rngs=nnx.Rngs(0)),
-        TypeError, "hidden_size", "positive int", "got 2.0",
+        TypeError,
+        "hidden_size",
+        "positive int",
+        "got 2.0",
     ),
     "LSTMCell(bias='no')": (
         lambda: jaxlstm.LSTMCell(3, 4, bias="no", rngs=nnx.Rngs(0)),
-        TypeError, "bias", "bool", "got 'no'",
+        TypeError,
+        "bias",
+        "bool",
+        "got 'no'",
     ),
     "LSTM(dtype='junk')": (
         lambda: jaxlstm.LSTM(3, 4, dtype="junk", rngs=nnx.Rngs(0)),
-        TypeError, "dtype", "floating-point", "got 'junk'",
+        TypeError,
+        "dtype",
+        "floating-point",
+        "got 'junk'",
     ),
     "LSTM(dtype=int32)": (
         lambda: jaxlstm.LSTM(3, 4, dtype=jnp.int32, rngs=nnx.Rngs(0)),
-        TypeError, "dtype", "floating-point", "got int32",
+        TypeError,
+        "dtype",
+        "floating-point",
+        "got int32",
     ),
     "LSTMCell(param_dtype=int32)": (
         lambda: jaxlstm.LSTMCell(3, 4, param_dtype=jnp.int32, rngs=nnx.Rngs(0)),
-        TypeError, "param_dtype", "floating-point", "got int32",
+        TypeError,
+        "param_dtype",
+        "floating-point",
+        "got int32",
     ),
     # rngs: an nnx.Rngs, not what one is made from
     "LSTM(rngs=0)": (lambda: jaxlstm.LSTM(3, 4, rngs=0), TypeError, "rngs", RNGS, "got int 0"),
     "LSTM(rngs=key)": (
         lambda: jaxlstm.LSTM(3, 4, rngs=jax.random.key(0)),
-        TypeError, "rngs", RNGS, "got PRNGKeyArray",
+        TypeError,
+        "rngs",
+        RNGS,
+        "got PRNGKeyArray",
     ),
     "LSTM(rngs=numpy Generator)": (
         lambda: jaxlstm.LSTM(3, 4, rngs=np.random.default_rng(0)),
-        TypeError, "rngs", RNGS, "got Generator",
+        TypeError,
+        "rngs",
+        RNGS,
+        "got Generator",
     ),
     "LSTMCell(rngs=0)": (
-        lambda: jaxlstm.LSTMCell(3, 4, rngs=0), TypeError, "rngs", RNGS, "got int 0"
+        lambda: jaxlstm.LSTMCell(3, 4, rngs=0),
+        TypeError,
+        "rngs",
+        RNGS,
+        "got int 0",
     ),
     "LSTMCell(rngs=key)": (
         lambda: jaxlstm.LSTMCell(3, 4, rngs=jax.random.key(0)),
-        TypeError, "rngs", RNGS, "got PRNGKeyArray",
+        TypeError,
+        "rngs",
+        RNGS,
+        "got PRNGKeyArray",
     ),
     "LSTMCell(rngs=numpy Generator)": (
         lambda: jaxlstm.LSTMCell(3, 4, rngs=np.random.default_rng(0)),
-        TypeError, "rngs", RNGS, "got Generator",
+        TypeError,
+        "rngs",
+        RNGS,
+        "got Generator",
     ),
     "from_params(rngs=0)": (
         lambda: from_params(random_params(LSTMConfig(3, 4)), LSTMConfig(3, 4), rngs=0),
-        TypeError, "rngs", RNGS, "got int 0",
+        TypeError,
+        "rngs",
+        RNGS,
+        "got int 0",
     ),
     "from_params(config=dict)": (
         lambda: from_params(random_params(LSTMConfig(3, 4)), {"input_size": 3}),
-        TypeError, "config", "LSTMConfig or LSTMCellConfig", "got dict",
+        TypeError,
+        "config",
+        "LSTMConfig or LSTMCellConfig",
+        "got dict",
     ),
     "LSTM(kernel_init=3)": (
         lambda: jaxlstm.LSTM(3, 4, kernel_init=3, rngs=nnx.Rngs(0)),
-        TypeError, "kernel_init", "initializer", "got 3",
+        TypeError,
+        "kernel_init",
+        "initializer",
+        "got 3",
     ),
 }
 
@@ -452,33 +525,52 @@ X = jnp.ones((7, 2, 3))  # [T=7, B=2, I=3]
 CALL_CASES = {
     "LSTM x wrong I": (
         lambda: jaxlstm.LSTM(3, 5, rngs=nnx.Rngs(0))(jnp.ones((7, 2, 4))),
-        ValueError, "input", "input_size=3", "got shape (7, 2, 4)",
+        ValueError,
+        "input",
+        "input_size=3",
+        "got shape (7, 2, 4)",
     ),
     "LSTM batch_first hx batch mismatch": (
         lambda: jaxlstm.LSTM(3, 5, batch_first=True, rngs=nnx.Rngs(0))(
             jnp.ones((2, 7, 3)), (jnp.zeros((1, 7, 5)), jnp.zeros((1, 7, 5)))
         ),
-        ValueError, "hx h_0", "(1, 2, 5)", "input batch B=2", "got (1, 7, 5)",
+        ValueError,
+        "hx h_0",
+        "(1, 2, 5)",
+        "input batch B=2",
+        "got (1, 7, 5)",
     ),
     "LSTM seq_lengths float": (
         lambda: jaxlstm.LSTM(3, 5, rngs=nnx.Rngs(0))(X, seq_lengths=jnp.array([1.0, 2.0])),
-        TypeError, "seq_lengths", "integer", "got float32",
+        TypeError,
+        "seq_lengths",
+        "integer",
+        "got float32",
     ),
     "LSTM(dtype=bf16) int x": (
         lambda: jaxlstm.LSTM(3, 5, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))(
             jnp.ones((7, 2, 3), jnp.int32)
         ),
-        TypeError, "x", "floating-point", "got int32",
+        TypeError,
+        "x",
+        "floating-point",
+        "got int32",
     ),
     "LSTMCell(dtype=bf16) int x": (
         lambda: jaxlstm.LSTMCell(3, 5, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))(
             jnp.ones((2, 3), jnp.int32)
         ),
-        TypeError, "x", "floating-point", "got int32",
+        TypeError,
+        "x",
+        "floating-point",
+        "got int32",
     ),
     "LSTMCell x wrong I": (
         lambda: jaxlstm.LSTMCell(3, 5, rngs=nnx.Rngs(0))(jnp.ones((2, 4))),
-        ValueError, "x", "(2, 3)", "got (2, 4)",
+        ValueError,
+        "x",
+        "(2, 3)",
+        "got (2, 4)",
     ),
 }
 

@@ -17,28 +17,54 @@ from tests.harness import expect
 CALL_CASES = {
     "unroll=0": (lambda: ScanOptions(unroll=0), ValueError, "unroll", "positive int", "got 0"),
     "unroll=1.5": (
-        lambda: ScanOptions(unroll=1.5), ValueError, "unroll", "positive int", "got 1.5"
+        lambda: ScanOptions(unroll=1.5),
+        ValueError,
+        "unroll",
+        "positive int",
+        "got 1.5",
     ),
     "remat='yes'": (lambda: ScanOptions(remat="yes"), TypeError, "remat", "bool", "got 'yes'"),
     "custom_vjp=None": (
-        lambda: ScanOptions(custom_vjp=None), TypeError, "custom_vjp", "bool", "got None"
+        lambda: ScanOptions(custom_vjp=None),
+        TypeError,
+        "custom_vjp",
+        "bool",
+        "got None",
     ),
     "unroll=True": (
-        lambda: ScanOptions(unroll=True), ValueError, "unroll", "positive int", "got True"
+        lambda: ScanOptions(unroll=True),
+        ValueError,
+        "unroll",
+        "positive int",
+        "got True",
     ),
     "unroll='8'": (
-        lambda: ScanOptions(unroll="8"), ValueError, "unroll", "positive int", "got '8'"
+        lambda: ScanOptions(unroll="8"),
+        ValueError,
+        "unroll",
+        "positive int",
+        "got '8'",
     ),
     "fuse_directions=1": (
         lambda: ScanOptions(fuse_directions=1),
-        TypeError, "fuse_directions", "bool", "got 1 of type int",
+        TypeError,
+        "fuse_directions",
+        "bool",
+        "got 1 of type int",
     ),
     "resolve_scan(dict)": (
         lambda: resolve_scan({"remat": True}),
-        TypeError, "scan", "jaxlstm.ScanOptions or None", "got dict",
+        TypeError,
+        "scan",
+        "jaxlstm.ScanOptions or None",
+        "got dict",
     ),
     "resolve_scan(unresolved class)": (
-        lambda: resolve_scan(ScanOptions), TypeError, "scan", "ScanOptions or None", "got type"
+        lambda: resolve_scan(ScanOptions),
+        TypeError,
+        "scan",
+        "ScanOptions or None",
+        "got type",
     ),
 }
 

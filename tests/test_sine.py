@@ -192,14 +192,22 @@ def test_default_out_dirs_do_not_mix_kinds_of_run(tmp_path, monkeypatch):
 def test_command_line_error_is_one_line_and_exit_status_2(tmp_path):
     """`python -m experiments.sine` on 4 devices with a batch of 6: one line, status 2."""
     env = subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    cmd = [sys.executable, "-m", "experiments.sine", *QUIET, "--batch-size", "6",
-           "--out-dir", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.sine",
+        *QUIET,
+        "--batch-size",
+        "6",
+        "--out-dir",
+        str(tmp_path),
+    ]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr[-3000:]
     lines = done.stderr.strip().splitlines()
-    assert lines == [
-        "error: --batch-size must be divisible by the number of devices (4), got 6"
-    ], done.stderr
+    assert lines == ["error: --batch-size must be divisible by the number of devices (4), got 6"], (
+        done.stderr
+    )
     assert not os.path.exists(tmp_path / "metrics.json")
 
 
@@ -209,8 +217,14 @@ def test_command_line_error_is_one_line_and_exit_status_2(tmp_path):
 def _timed_run(module: str, args: list[str]) -> tuple[float, dict]:
     out = args[args.index("--out-dir") + 1]
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=subprocess_env(),
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     wall = time.perf_counter() - t0
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     with open(os.path.join(out, "metrics.json")) as f:
@@ -222,8 +236,10 @@ def test_defaults_meet_the_targets(tmp_path):
     """`python -m experiments.sine` with its defaults: both MSEs <= 1e-3 in under 60 s (wall,
     compile included)."""
     wall, m = _timed_run("experiments.sine", ["--no-progress", "--out-dir", str(tmp_path)])
-    print(f"sine defaults: teacher-forced {m['teacher_forced_mse']:.2e}, "
-          f"rollout {m['rollout_mse']:.2e}, wall {wall:.1f} s")
+    print(
+        f"sine defaults: teacher-forced {m['teacher_forced_mse']:.2e}, "
+        f"rollout {m['rollout_mse']:.2e}, wall {wall:.1f} s"
+    )
     assert m["teacher_forced_mse"] <= 1e-3
     assert m["rollout_mse"] <= 1e-3
     assert wall < 60, f"took {wall:.1f} s"

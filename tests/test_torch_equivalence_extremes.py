@@ -73,8 +73,14 @@ def _extreme_run(case: str) -> tuple[dict, dict]:
     """(torch, jaxlstm) outputs and gradients for one case of EXTREME_CASES."""
     config = LSTMConfig(3, 6, num_layers=2, bidirectional=True, proj_size=4)
     problem = make_problem(
-        config, batch=3, steps=12, with_hx=True, seq_lengths=[12, 5, 9], dtype="float32",
-        seed=1, **EXTREME_CASES[case],
+        config,
+        batch=3,
+        steps=12,
+        with_hx=True,
+        seq_lengths=[12, 5, 9],
+        dtype="float32",
+        seed=1,
+        **EXTREME_CASES[case],
     )
     expected = run_torch(problem)
     with precision("float32"):
@@ -175,8 +181,9 @@ PADDING_CONFIGS = {
 def test_padding_garbage_reaches_no_output_state_or_gradient(config, garbage):
     lengths = [7, 2, 5]
     clean, dirty = (
-        make_problem(config, batch=3, steps=7, with_hx=True, seq_lengths=lengths,
-                     dtype="float32", seed=3)
+        make_problem(
+            config, batch=3, steps=7, with_hx=True, seq_lengths=lengths, dtype="float32", seed=3
+        )
         for _ in range(2)
     )
     padded = np.arange(7)[:, None] >= np.array(lengths)[None, :]  # [T, B]
@@ -199,8 +206,9 @@ def test_padding_garbage_reaches_no_output_state_or_gradient(config, garbage):
 def test_unbatched_padding_garbage_is_ignored():
     config = LSTMConfig(3, 4, bidirectional=True)
     clean, dirty = (
-        make_problem(config, batch=None, steps=6, with_hx=True, seq_lengths=3, dtype="float32",
-                     seed=4)
+        make_problem(
+            config, batch=None, steps=6, with_hx=True, seq_lengths=3, dtype="float32", seed=4
+        )
         for _ in range(2)
     )
     dirty.x[3:] = np.nan
@@ -219,8 +227,15 @@ BF16_TOLERANCE = TOLERANCES["bfloat16"]["atol"]
 
 def test_bfloat16_module_is_close_to_float32_and_keeps_the_cell_state_in_float32():
     config = LSTMConfig(6, 16, num_layers=2, bidirectional=True, batch_first=True)
-    problem = make_problem(config, batch=4, steps=16, with_hx=False, seq_lengths=[16, 3, 9, 12],
-                           dtype="float32", seed=1)
+    problem = make_problem(
+        config,
+        batch=4,
+        steps=16,
+        with_hx=False,
+        seq_lengths=[16, 3, 9, 12],
+        dtype="float32",
+        seed=1,
+    )
     ref = jaxlstm.nnx.from_params(problem.params, config)
     low = jaxlstm.nnx.from_params(problem.params, config, dtype=jnp.bfloat16)
     x, lengths = jnp.asarray(problem.x), jnp.asarray(problem.seq_lengths)

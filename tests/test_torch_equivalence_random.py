@@ -91,8 +91,9 @@ def test_matches_torch(description):
     dtype = description["dtype"]
     errors = {}
     for name in expected:
-        chex.assert_shape(actual[name], expected[name].shape,
-                          custom_message=f"{name}: {_describe(description)}")
+        chex.assert_shape(
+            actual[name], expected[name].shape, custom_message=f"{name}: {_describe(description)}"
+        )
         errors[name] = deviation(actual[name], expected[name])
     worst_name = max(errors, key=errors.get)
     record = WORST.setdefault(dtype, {"deviation": 0.0, "examples": 0})

@@ -108,15 +108,25 @@ def test_same_seed_gives_bitwise_identical_parameters_in_two_processes(
     ckpt = str(tmp_path / "ckpt")
     cmd = [sys.executable, "-m", "experiments.classify", *DIGITS_DROPOUT, "--seed", "3"]
     cmd += ["--out-dir", str(tmp_path / "out"), "--checkpoint-dir", ckpt]
-    done = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     theirs, ours = final_arrays(ckpt), digits_dropout_run["arrays"]
     assert_bitwise_equal(theirs, ours)
     # ... and a different seed is really a different run (the comparison can fail).
     other = str(tmp_path / "other")
-    classify.main([*DIGITS_DROPOUT, "--seed", "4", "--out-dir", str(tmp_path / "o"),
-                   "--checkpoint-dir", other])
+    classify.main(
+        [
+            *DIGITS_DROPOUT,
+            "--seed",
+            "4",
+            "--out-dir",
+            str(tmp_path / "o"),
+            "--checkpoint-dir",
+            other,
+        ]
+    )
     different = final_arrays(other)
     assert not np.array_equal(ours["model.lstm.weight_ih_l0"], different["model.lstm.weight_ih_l0"])
 
@@ -151,8 +161,9 @@ def test_sigkill_during_a_save_leaves_the_previous_checkpoint_restorable(
     script.write_text(KILL_SCRIPT)
     cmd = [sys.executable, str(script), marker, *SINE, "--out-dir", out, "--checkpoint-dir", ckpt]
     env = subprocess_env(**compilation_cache)
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         deadline = time.time() + 240
         while not os.path.exists(marker):
@@ -267,8 +278,17 @@ def test_different_configuration_is_an_error_naming_the_mismatch(sine_run, tmp_p
     with pytest.raises(training.CheckpointError, match=message):
         sine.main([*args, "--num-layers", "2"])
     with pytest.raises(training.CheckpointError, match=r"model\.task: checkpoint has 'sine'"):
-        classify.main(["--quick", "--no-progress", "--out-dir", str(tmp_path / "o"),
-                       "--checkpoint-dir", ckpt, "--resume"])
+        classify.main(
+            [
+                "--quick",
+                "--no-progress",
+                "--out-dir",
+                str(tmp_path / "o"),
+                "--checkpoint-dir",
+                ckpt,
+                "--resume",
+            ]
+        )
 
 
 def test_restore_checks_every_array_against_the_model(sine_run):
@@ -315,7 +335,8 @@ def test_checkpoint_stores_plain_arrays_for_prng_keys(tmp_path):
     assert ckpt.read_arrays(1)["key"].dtype == np.uint32
     back = ckpt.restore(1, tree, {"model": {"kind": "test"}})
     assert jax.dtypes.issubdtype(back["key"].dtype, jax.dtypes.prng_key)
-    np.testing.assert_array_equal(jax.random.key_data(back["key"]),
-                                  jax.random.key_data(tree["key"]))
+    np.testing.assert_array_equal(
+        jax.random.key_data(back["key"]), jax.random.key_data(tree["key"])
+    )
     assert json.loads(json.dumps(ckpt.read_config(1))) == {"model": {"kind": "test"}}
     ckpt.close()

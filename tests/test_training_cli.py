@@ -50,8 +50,10 @@ def test_entry_point_lets_other_errors_keep_their_traceback():
         (["--steps", "ten"], "error: argument --steps: invalid int value: 'ten'"),
         (["--frobnicate"], "error: unrecognized arguments: --frobnicate"),
         (["--keep", "0"], "error: --keep must be a positive integer, got 0"),
-        (["--resume"], "error: --resume needs --checkpoint-dir DIR to resume from, got no "
-                       "--checkpoint-dir"),
+        (
+            ["--resume"],
+            "error: --resume needs --checkpoint-dir DIR to resume from, got no --checkpoint-dir",
+        ),
         (["--process-id", "1"], "error: --process-id needs --distributed, got it without"),
     ],
     ids=["type", "unknown", "value", "resume", "distributed"],

@@ -37,12 +37,30 @@ def test_two_process_run_matches_one_device(tmp_path):
     env = subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=2")
     procs = []
     for i in range(2):
-        cmd = [sys.executable, "-m", "experiments.sine", "--quick", "--no-progress", "--no-plots",
-               "--distributed", "--coordinator-address", f"localhost:{port}",
-               "--num-processes", "2", "--process-id", str(i),
-               "--out-dir", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "ckpt")]
-        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True))
+        cmd = [
+            sys.executable,
+            "-m",
+            "experiments.sine",
+            "--quick",
+            "--no-progress",
+            "--no-plots",
+            "--distributed",
+            "--coordinator-address",
+            f"localhost:{port}",
+            "--num-processes",
+            "2",
+            "--process-id",
+            str(i),
+            "--out-dir",
+            str(tmp_path / "out"),
+            "--checkpoint-dir",
+            str(tmp_path / "ckpt"),
+        ]
+        procs.append(
+            subprocess.Popen(
+                cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+        )
     for p in procs:
         output, _ = p.communicate(timeout=300)
         assert p.returncode == 0, output[-3000:]

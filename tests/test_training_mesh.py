@@ -69,8 +69,14 @@ def test_data_parallel_run_matches_one_device(tmp_path):
     script = tmp_path / "parallel.py"
     script.write_text(PARALLEL_SCRIPT)
     env = subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    done = subprocess.run([sys.executable, str(script), str(tmp_path / "four")], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "four")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     with open(tmp_path / "four" / "info.json") as f:
         info = json.load(f)
@@ -82,7 +88,12 @@ def test_data_parallel_run_matches_one_device(tmp_path):
         four = training.read_metrics(str(tmp_path / "four" / name))
         single = training.read_metrics(str(tmp_path / "one" / name))
         assert len(four) == len(single) > 0
-        np.testing.assert_allclose([r["loss"] for r in four], [r["loss"] for r in single],
-                                   rtol=2e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(
+            [r["loss"] for r in four],
+            [r["loss"] for r in single],
+            rtol=2e-5,
+            atol=1e-6,
+            err_msg=name,
+        )
         with open(tmp_path / "four" / name / "metrics.json") as f:
             assert json.load(f)["devices"] == 4
