@@ -303,33 +303,48 @@ def from_flax(module: Any, variables: Any = None, *, rngs: Any = None) -> Any:
         >>> lstm = jaxlstm.from_flax(rnn, variables)  # doctest: +SKIP
         >>> out, (h_n, c_n) = lstm(x)  # x: [B, T, I], as rnn.apply(variables, x)  # doctest: +SKIP
     """
-    from flax import nnx
-
     del rngs  # no random numbers are needed: see the docstring
     if _is_cell(module):
-        linen = _is_linen(module)
-        _check_cell(module, "module")
-        if linen and variables is None:
-            raise TypeError("variables are required for a flax.linen module (module.init's result)")
-        if not linen and variables is not None:
-            raise TypeError(
-                "variables must be None for a flax.nnx module, which holds its parameters"
-            )
-        tree = (
-            (variables.get("params", variables))
-            if linen
-            else nnx.to_pure_dict(nnx.state(module, nnx.Param))
-        )
-        sd = cell_from_flax(tree)
-        config = LSTMCellConfig(int(sd["weight_ih"].shape[1]), int(sd["weight_hh"].shape[1]))
-        return jnnx.from_params(sd, config, dtype=module.dtype)
+        return _from_flax_cell(module, variables)
+    layers = _flax_layers(module, variables)
+    state_dict, config = _stacked(layers)
+    return jnnx.from_params(state_dict, config, dtype=layers[0].cells[0].dtype)
 
+
+def _from_flax_cell(module: Any, variables: Any) -> Any:
+    """`from_flax` of a bare Flax cell: a `jaxlstm.LSTMCell`."""
+    from flax import nnx
+
+    linen = _is_linen(module)
+    _check_cell(module, "module")
+    if linen and variables is None:
+        raise TypeError("variables are required for a flax.linen module (module.init's result)")
+    if not linen and variables is not None:
+        raise TypeError("variables must be None for a flax.nnx module, which holds its parameters")
+    tree = (
+        variables.get("params", variables)
+        if linen
+        else nnx.to_pure_dict(nnx.state(module, nnx.Param))
+    )
+    sd = cell_from_flax(tree)
+    config = LSTMCellConfig(int(sd["weight_ih"].shape[1]), int(sd["weight_hh"].shape[1]))
+    return jnnx.from_params(sd, config, dtype=module.dtype)
+
+
+def _flax_layers(module: Any, variables: Any) -> list[_Layer]:
+    """The layers of `from_flax`'s source (a module or a list of them), one `_Layer` each.
+
+    Raises:
+        TypeError: variables missing or given where they do not belong; linen and nnx mixed.
+        ValueError: no layers, or not one variables entry per layer.
+    """
     modules = list(module) if isinstance(module, (list, tuple)) else [module]
     if not modules:
         raise ValueError(
             "module must be a Flax RNN/Bidirectional or a non-empty list of them, got []"
         )
     linen = _is_linen(modules[0])
+    var_list = [None] * len(modules)
     if linen:
         if variables is None:
             raise TypeError("variables are required for flax.linen modules (module.init's result)")
@@ -342,15 +357,23 @@ def from_flax(module: Any, variables: Any = None, *, rngs: Any = None) -> Any:
     elif variables is not None:
         raise TypeError("variables must be None for flax.nnx modules, which hold their parameters")
     layers = []
-    for k, m in enumerate(modules):
+    for k, (m, v) in enumerate(zip(modules, var_list, strict=True)):
         where = f"module[{k}]" if len(modules) > 1 else "module"
         if _is_linen(m) != linen:
             raise TypeError(f"{where}: all layers must be flax.linen or all flax.nnx, not a mix")
-        layers.append(_linen_layer(m, var_list[k], where) if linen else _nnx_layer(m, where))
+        layers.append(_linen_layer(m, v, where) if linen else _nnx_layer(m, where))
+    return layers
 
+
+def _stacked(layers: list[_Layer]) -> tuple[dict[str, np.ndarray], LSTMConfig]:
+    """`(state_dict, config)` of the stacked LSTM that Flax layers make.
+
+    Raises:
+        ValueError: the layers or directions disagree in hidden size, direction count,
+            time_major or dtype.
+    """
     per_layer = [[cell_from_flax(t) for t in layer.trees] for layer in layers]
     cells = [c for layer_cells in per_layer for c in layer_cells]
-    hidden = cells[0]["weight_hh"].shape[1]
     for name, values in (
         ("hidden size", [c["weight_hh"].shape[1] for c in cells]),
         ("number of directions", [len(layer.cells) for layer in layers]),
@@ -361,7 +384,7 @@ def from_flax(module: Any, variables: Any = None, *, rngs: Any = None) -> Any:
             raise ValueError(f"all layers and directions must have the same {name}, got {values}")
     config = LSTMConfig(
         input_size=int(cells[0]["weight_ih"].shape[1]),
-        hidden_size=int(hidden),
+        hidden_size=int(cells[0]["weight_hh"].shape[1]),
         num_layers=len(layers),
         batch_first=not layers[0].time_major,
         bidirectional=len(layers[0].cells) == 2,
@@ -370,7 +393,7 @@ def from_flax(module: Any, variables: Any = None, *, rngs: Any = None) -> Any:
     for k, layer_cells in enumerate(per_layer):
         for d, cell_sd in enumerate(layer_cells):
             state_dict |= {name: cell_sd[role] for role, name in param_names(config, k, d).items()}
-    return jnnx.from_params(state_dict, config, dtype=layers[0].cells[0].dtype)
+    return state_dict, config
 
 
 def _exported(model: Any, batch_first: bool | None) -> tuple[dict[str, np.ndarray], Any, Any]:
@@ -444,7 +467,6 @@ def to_flax(
         >>> lstm = jaxlstm.LSTM(3, 8, rngs=nnx.Rngs(0))  # doctest: +SKIP
         >>> rnn, variables = to_flax(lstm, api="linen")  # doctest: +SKIP
     """
-    import flax.linen as nn
     from flax import nnx
 
     if api not in ("nnx", "linen"):
@@ -458,60 +480,69 @@ def to_flax(
             "cannot be exported to Flax"
         )
     rngs = nnx.Rngs(0) if rngs is None else rngs
-    layout = "fused" if (api == "nnx" and cell == "OptimizedLSTMCell") else "per_gate"
-
-    def make_cell(cell_params: Mapping[str, np.ndarray]) -> tuple[Any, dict[str, Any]]:
-        tree = cell_to_flax(cell_params, layout=layout, nnx_names=api == "nnx")
-        in_size, hidden = cell_params["weight_ih"].shape[1], cell_params["weight_hh"].shape[1]
-        param_dtype = cell_params["weight_ih"].dtype
-        if api == "linen":
-            cls = nn.LSTMCell if cell == "LSTMCell" else nn.OptimizedLSTMCell
-            return cls(hidden, dtype=dtype, param_dtype=param_dtype), jax.tree.map(
-                jnp.asarray, tree
-            )
-        cls = nnx.LSTMCell if cell == "LSTMCell" else nnx.OptimizedLSTMCell
-        flax_cell = cls(in_size, hidden, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        state = nnx.state(flax_cell, nnx.Param)
-        nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, tree))
-        nnx.update(flax_cell, state)
-        return flax_cell, {}
-
     if isinstance(config, LSTMCellConfig):
-        flax_cell, tree = make_cell(params)
+        flax_cell, tree = _flax_cell(params, api, cell, dtype, rngs)
         return (flax_cell, {"params": tree}) if api == "linen" else flax_cell
-
-    time_major = not config.batch_first
-    modules, variables = [], []
+    layers = []
     for k in range(config.num_layers):
-        dirs = [
-            make_cell({role: params[name] for role, name in param_names(config, k, d).items()})
+        directions = [
+            _flax_cell(
+                {role: params[name] for role, name in param_names(config, k, d).items()},
+                api,
+                cell,
+                dtype,
+                rngs,
+            )
             for d in range(config.num_directions)
         ]
-        if api == "linen":
-            rnns = [nn.RNN(c, time_major=time_major) for c, _ in dirs]
-            if config.bidirectional:
-                modules.append(nn.Bidirectional(rnns[0], rnns[1], time_major=time_major))
-                variables.append(
-                    {
-                        "params": {
-                            "forward_rnn": {"cell": dirs[0][1]},
-                            "backward_rnn": {"cell": dirs[1][1]},
-                        }
-                    }
-                )
-            else:
-                modules.append(rnns[0])
-                variables.append({"params": {"cell": dirs[0][1]}})
-        else:
-            rnns = [nnx.RNN(c, time_major=time_major, rngs=rngs) for c, _ in dirs]
-            modules.append(
-                nnx.Bidirectional(rnns[0], rnns[1], time_major=time_major, rngs=rngs)
-                if config.bidirectional
-                else rnns[0]
-            )
+        layers.append(_flax_layer(directions, api, not config.batch_first, rngs))
+    if api == "nnx":
+        modules = [module for module, _ in layers]
+        return modules[0] if len(modules) == 1 else modules
+    return layers[0] if len(layers) == 1 else tuple(list(v) for v in zip(*layers, strict=True))
+
+
+def _flax_cell(
+    cell_params: Mapping[str, np.ndarray], api: str, cell: str, dtype: Any, rngs: Any
+) -> tuple[Any, dict[str, Any]]:
+    """`(Flax cell, its linen params or {})` holding one direction's torch-named weights."""
+    import flax.linen as nn
+    from flax import nnx
+
+    layout = "fused" if (api == "nnx" and cell == "OptimizedLSTMCell") else "per_gate"
+    tree = jax.tree.map(
+        jnp.asarray, cell_to_flax(cell_params, layout=layout, nnx_names=api == "nnx")
+    )
+    in_size, hidden = cell_params["weight_ih"].shape[1], cell_params["weight_hh"].shape[1]
+    param_dtype = cell_params["weight_ih"].dtype
     if api == "linen":
-        return (modules[0], variables[0]) if len(modules) == 1 else (modules, variables)
-    return modules[0] if len(modules) == 1 else modules
+        cls = nn.LSTMCell if cell == "LSTMCell" else nn.OptimizedLSTMCell
+        return cls(hidden, dtype=dtype, param_dtype=param_dtype), tree
+    cls = nnx.LSTMCell if cell == "LSTMCell" else nnx.OptimizedLSTMCell
+    flax_cell = cls(in_size, hidden, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    state = nnx.state(flax_cell, nnx.Param)
+    nnx.replace_by_pure_dict(state, tree)
+    nnx.update(flax_cell, state)
+    return flax_cell, {}
+
+
+def _flax_layer(
+    directions: list[tuple[Any, dict[str, Any]]], api: str, time_major: bool, rngs: Any
+) -> tuple[Any, dict[str, Any] | None]:
+    """`(RNN or Bidirectional, its linen variables or None)` over one layer's cells."""
+    import flax.linen as nn
+    from flax import nnx
+
+    if api == "nnx":
+        rnns = [nnx.RNN(c, time_major=time_major, rngs=rngs) for c, _ in directions]
+        if len(rnns) == 1:
+            return rnns[0], None
+        return nnx.Bidirectional(rnns[0], rnns[1], time_major=time_major, rngs=rngs), None
+    rnns = [nn.RNN(c, time_major=time_major) for c, _ in directions]
+    if len(rnns) == 1:
+        return rnns[0], {"params": {"cell": directions[0][1]}}
+    params = {"forward_rnn": {"cell": directions[0][1]}, "backward_rnn": {"cell": directions[1][1]}}
+    return nn.Bidirectional(rnns[0], rnns[1], time_major=time_major), {"params": params}
 
 
 def hx_from_flax(carries: Any) -> tuple[jax.Array, jax.Array]:
