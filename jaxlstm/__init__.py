@@ -22,7 +22,7 @@ from jaxlstm.options import ScanOptions
 from jaxlstm.state_dict import find_lstms, read_state_dict
 from jaxlstm.torch_io import from_torch, load_torch_state_dict, torch_state_dict
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "LSTM",
