@@ -184,9 +184,21 @@ def _check_cell(cell: Any, where: str) -> None:
         )
 
 
+def _concatenates(merge_fn: Any) -> bool:
+    """Whether a `Bidirectional`'s `merge_fn` concatenates the two directions' outputs on the
+    feature axis, as torch does (checked by what it returns, not by its identity)."""
+    forward, backward = np.zeros((1, 1, 2), np.float32), np.ones((1, 1, 3), np.float32)
+    try:
+        merged = np.asarray(merge_fn(forward, backward))
+    except Exception:  # any failure means it is not the concatenation
+        return False
+    return merged.shape == (1, 1, 5) and np.array_equal(
+        merged, np.concatenate([forward, backward], axis=-1)
+    )
+
+
 def _linen_layer(module: Any, variables: Any, where: str) -> _Layer:
     import flax.linen as nn
-    from flax.linen import recurrent
 
     if not isinstance(variables, Mapping):
         raise TypeError(
@@ -203,7 +215,7 @@ def _linen_layer(module: Any, variables: Any, where: str) -> _Layer:
             _check_cell(module.cell, f"{where}.cell")
             return _Layer([module.cell], [tree["cell"]], module.time_major)
         if isinstance(module, nn.Bidirectional):
-            if module.merge_fn is not recurrent._concatenate:
+            if not _concatenates(module.merge_fn):
                 raise ValueError(
                     f"{where} merges directions with {module.merge_fn}; torch concatenates them"
                 )
@@ -225,7 +237,6 @@ def _linen_layer(module: Any, variables: Any, where: str) -> _Layer:
 
 def _nnx_layer(module: Any, where: str) -> _Layer:
     from flax import nnx
-    from flax.nnx.nn import recurrent
 
     def tree(cell: Any) -> Mapping[str, Any]:
         return nnx.to_pure_dict(nnx.state(cell, nnx.Param))
@@ -238,7 +249,7 @@ def _nnx_layer(module: Any, where: str) -> _Layer:
         _check_cell(module.cell, f"{where}.cell")
         return _Layer([module.cell], [tree(module.cell)], module.time_major)
     if isinstance(module, nnx.Bidirectional):
-        if module.merge_fn is not recurrent._concatenate:
+        if not _concatenates(module.merge_fn):
             raise ValueError(
                 f"{where} merges directions with {module.merge_fn}; torch concatenates them"
             )

@@ -272,6 +272,34 @@ def test_to_flax_cells_no_bias_and_state_dict_input():
     assert_close(rnn.apply(variables, _x(False)), want, "float32", "out")
 
 
+def _concat(a, b):
+    return jnp.concatenate([a, b], axis=-1)
+
+
+@pytest.mark.parametrize(
+    "merge_fn, accepted",
+    [(_concat, True), (lambda a, b: _concat(b, a), False), (lambda a, b: a + b, False)],
+    ids=["own-concatenation", "reversed-concatenation", "sum"],
+)
+def test_bidirectional_merge_fn_is_judged_by_what_it_computes(merge_fn, accepted):
+    linen = nn.Bidirectional(nn.RNN(nn.LSTMCell(H)), nn.RNN(nn.LSTMCell(H)), merge_fn=merge_fn)
+    linen_variables = _randomize(linen.init(jax.random.key(0), _x(False)), 1)
+    rngs = nnx.Rngs(0)
+    nnx_rnns = [nnx.RNN(nnx.LSTMCell(IN, H, rngs=rngs)) for _ in range(2)]
+    nnx_bidir = nnx.Bidirectional(*nnx_rnns, merge_fn=merge_fn, rngs=rngs)
+    if not accepted:
+        with pytest.raises(ValueError, match="torch concatenates them"):
+            jaxlstm.from_flax(linen, linen_variables)
+        with pytest.raises(ValueError, match="torch concatenates them"):
+            jaxlstm.from_flax(nnx_bidir)
+        return
+    want = linen.apply(linen_variables, _x(False))
+    assert_close(jaxlstm.from_flax(linen, linen_variables)(_x(False))[0], want, "float32", "out")
+    _randomize_nnx(nnx_bidir, 2)
+    want = nnx_bidir(_x(False))
+    assert_close(jaxlstm.from_flax(nnx_bidir)(_x(False))[0], want, "float32", "out")
+
+
 def test_flax_errors_say_what_cannot_be_held():
     with pytest.raises(ValueError, match="no projection"):
         to_flax(random_lstm(LSTMConfig(IN, H, proj_size=2), 0))
