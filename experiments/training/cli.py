@@ -130,45 +130,42 @@ def base_parser(
         return f"{text} (default: {notes[dest]})" if dest in notes else text
 
     p = ArgumentParser(prog=prog, description=description, quick=quick)
-    g = p.add_argument_group("training")
-    g.add_argument(
-        "--steps",
-        type=int,
-        default=defaults["steps"],
-        help=helped("steps", "optimizer steps in the whole run (0 only evaluates)"),
-    )
+    _add_training_flags(p.add_argument_group("training"), defaults, helped, quick)
+    _add_output_flags(p.add_argument_group("output"), defaults, helped)
+    _add_checkpoint_flags(p.add_argument_group("checkpoints"), defaults)
+    _add_device_flags(p.add_argument_group("devices"))
+    return p
+
+
+# (dest, type, help) of the training flags whose defaults each experiment sets.
+_MODEL_FLAGS = (
+    ("steps", int, "optimizer steps in the whole run (0 only evaluates)"),
+    ("hidden_size", int, "LSTM hidden size H"),
+    ("num_layers", int, "stacked LSTM layers L"),
+    ("lr", float, "peak learning rate of the Adam schedule"),
+    ("batch_size", int, "global batch size; must be divisible by the number of devices"),
+)
+
+
+def _add_training_flags(
+    g: Any, defaults: Mapping[str, Any], helped: Callable[[str, str], str], quick: Mapping
+) -> None:
+    """--steps, --seed, --hidden-size, --num-layers, --lr, --batch-size, --quick."""
+    for dest, kind, text in _MODEL_FLAGS:
+        g.add_argument(_flag(dest), type=kind, default=defaults[dest], help=helped(dest, text))
     g.add_argument(
         "--seed",
         type=int,
         default=0,
         help="seed of the initial weights, the data order and dropout",
     )
-    g.add_argument(
-        "--hidden-size",
-        type=int,
-        default=defaults["hidden_size"],
-        help=helped("hidden_size", "LSTM hidden size H"),
-    )
-    g.add_argument(
-        "--num-layers",
-        type=int,
-        default=defaults["num_layers"],
-        help=helped("num_layers", "stacked LSTM layers L"),
-    )
-    g.add_argument(
-        "--lr",
-        type=float,
-        default=defaults["lr"],
-        help=helped("lr", "peak learning rate of the Adam schedule"),
-    )
-    g.add_argument(
-        "--batch-size",
-        type=int,
-        default=defaults["batch_size"],
-        help=helped("batch_size", "global batch size; must be divisible by the number of devices"),
-    )
     g.add_argument("--quick", action="store_true", help=_quick_help(quick))
-    o = p.add_argument_group("output")
+
+
+def _add_output_flags(
+    o: Any, defaults: Mapping[str, Any], helped: Callable[[str, str], str]
+) -> None:
+    """--out-dir, --overwrite, --log-every, --no-progress, --no-plots."""
     o.add_argument(
         "--out-dir",
         default=None,
@@ -188,7 +185,10 @@ def base_parser(
     )
     o.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     o.add_argument("--no-plots", action="store_true", help="skip writing the .png plots")
-    c = p.add_argument_group("checkpoints")
+
+
+def _add_checkpoint_flags(c: Any, defaults: Mapping[str, Any]) -> None:
+    """--checkpoint-dir, --save-every, --keep, --resume, --stop-at."""
     c.add_argument(
         "--checkpoint-dir",
         default=None,
@@ -213,7 +213,10 @@ def base_parser(
         help="stop after this step without a final save, as if the run had been "
         "killed (for trying out --resume)",
     )
-    d = p.add_argument_group("devices")
+
+
+def _add_device_flags(d: Any) -> None:
+    """--distributed and the three settings it may need."""
     d.add_argument(
         "--distributed",
         action="store_true",
@@ -230,7 +233,6 @@ def base_parser(
     d.add_argument(
         "--process-id", type=int, default=None, help="with --distributed: this process's index"
     )
-    return p
 
 
 def parse_args(parser: ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
