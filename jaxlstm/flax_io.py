@@ -31,7 +31,7 @@ import numpy as np
 
 from jaxlstm import nnx as jnnx
 from jaxlstm.config import LSTMCellConfig, LSTMConfig, param_names
-from jaxlstm.state_dict import read_lstm, to_numpy
+from jaxlstm.state_dict import read_model, to_numpy
 
 __all__ = [
     "cell_from_flax",
@@ -414,13 +414,7 @@ def _exported(model: Any, batch_first: bool | None) -> tuple[dict[str, np.ndarra
         ValueError: `batch_first` contradicts the module's, or the dict holds no single LSTM.
         TypeError: `model` is neither.
     """
-    if not isinstance(model, (jnnx.LSTM, jnnx.LSTMCell, Mapping)):
-        raise TypeError(
-            "model must be a jaxlstm.LSTM, jaxlstm.LSTMCell or a dict of torch-named "
-            "parameters, got "
-            f"{type(model).__name__}"
-        )
-    weights = read_lstm(model)
+    weights = read_model(model)
     config = weights.config
     if (
         isinstance(model, jnnx.LSTM)

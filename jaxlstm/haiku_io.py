@@ -24,7 +24,7 @@ import numpy as np
 from jaxlstm import nnx as jnnx
 from jaxlstm._checks import require_positive_int
 from jaxlstm.config import LSTMCellConfig, LSTMConfig, layer_names, param_names
-from jaxlstm.state_dict import read_lstm, to_numpy
+from jaxlstm.state_dict import read_model, to_numpy
 
 __all__ = ["from_haiku", "haiku_to_torch", "hx_from_haiku", "to_haiku", "torch_to_haiku"]
 
@@ -243,13 +243,7 @@ def to_haiku(model: Any, *, name: str = "lstm") -> dict[str, dict[str, jax.Array
         ValueError: bidirectional or projected models (see `torch_to_haiku`).
         TypeError: `model` is not a jaxlstm module or parameter dict.
     """
-    if not isinstance(model, (jnnx.LSTM, jnnx.LSTMCell, Mapping)):
-        raise TypeError(
-            "model must be a jaxlstm.LSTM, jaxlstm.LSTMCell or a dict of torch-named "
-            "parameters, got "
-            f"{type(model).__name__}"
-        )
-    weights = read_lstm(model)
+    weights = read_model(model)
     params, config = weights.params, weights.config
     if isinstance(config, LSTMCellConfig):  # one layer under torch's nn.LSTM names
         params = {layer: params[role] for role, layer in layer_names(config).items()}

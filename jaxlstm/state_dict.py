@@ -61,6 +61,7 @@ __all__ = [
     "match_state_dict",
     "read_checkpoint",
     "read_lstm",
+    "read_model",
     "read_orbax",
     "read_safetensors",
     "read_state_dict",
@@ -797,6 +798,27 @@ def read_lstm(source: Any, *, prefix: str | None = None) -> LSTMWeights:
 
 
 # ----------------------------------------------------------------------------- matching
+
+
+def read_model(model: Any) -> LSTMWeights:
+    """The weights and configuration of what the exporters take (`to_flax`, `to_haiku`).
+
+    Args:
+        model: a `jaxlstm.LSTM` or `jaxlstm.LSTMCell`, or `{torch name: array}` of one LSTM
+            or LSTM cell.
+
+    Raises:
+        TypeError: `model` is none of these.
+        StateDictError: the dict does not hold exactly one LSTM or LSTM cell.
+    """
+    from jaxlstm.nnx import LSTM, LSTMCell
+
+    if not isinstance(model, (LSTM, LSTMCell, Mapping)):
+        raise TypeError(
+            "model must be a jaxlstm.LSTM, jaxlstm.LSTMCell or a dict of torch-named "
+            f"parameters, got {type(model).__name__}"
+        )
+    return read_lstm(model)
 
 
 def _prefix_hint(
