@@ -27,7 +27,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import json
 import os
+import subprocess
+import sys
+import time
 
 import chex
 import jax
@@ -52,6 +56,24 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env.pop("XLA_FLAGS", None)
     env.update(extra)
     return env
+
+
+def timed_experiment(module: str, args: list[str]) -> tuple[float, dict]:
+    """`(wall seconds, metrics.json)` of `python -m module *args` (args hold `--out-dir`)."""
+    out = args[args.index("--out-dir") + 1]
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    wall = time.perf_counter() - t0
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    with open(os.path.join(out, "metrics.json")) as f:
+        return wall, json.load(f)
 
 
 # The written-out tolerances of every comparison with torch, the reference or finite

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +16,7 @@ import pytest
 from flax import nnx
 
 from experiments import classify, training
-from tests.harness import ROOT, subprocess_env
+from tests.harness import ROOT, subprocess_env, timed_experiment
 
 QUIET = ["--quick", "--no-progress"]
 CLASSIFY_KEYS = {"test_accuracy", "train_seconds", "steps", "confusion", "config"}
@@ -335,28 +334,13 @@ def test_command_line_error_is_one_line_and_exit_status_2(tmp_path):
 # --------------------------------------------------------------------------- targets (slow)
 
 
-def _timed_run(args: list[str]) -> tuple[float, dict]:
-    out = args[args.index("--out-dir") + 1]
-    t0 = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "experiments.classify", *args],
-        cwd=ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    wall = time.perf_counter() - t0
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    with open(os.path.join(out, "metrics.json")) as f:
-        return wall, json.load(f)
-
-
 @pytest.mark.slow
 def test_digits_defaults_meet_the_targets(tmp_path):
     """`python -m experiments.classify` (digits) with its defaults: >= 97% test accuracy in
     under 2 minutes."""
-    wall, m = _timed_run(["--no-progress", "--out-dir", str(tmp_path)])
+    wall, m = timed_experiment(
+        "experiments.classify", ["--no-progress", "--out-dir", str(tmp_path)]
+    )
     print(f"digits defaults: test accuracy {m['test_accuracy']:.2%}, wall {wall:.1f} s")
     assert m["test_accuracy"] >= 0.97
     assert wall < 120, f"took {wall:.1f} s"
@@ -364,7 +348,10 @@ def test_digits_defaults_meet_the_targets(tmp_path):
 
 @pytest.mark.slow
 def test_counting_defaults_learn_the_task(tmp_path):
-    wall, m = _timed_run(["--dataset", "counting", "--no-progress", "--out-dir", str(tmp_path)])
+    wall, m = timed_experiment(
+        "experiments.classify",
+        ["--dataset", "counting", "--no-progress", "--out-dir", str(tmp_path)],
+    )
     print(f"counting defaults: test accuracy {m['test_accuracy']:.2%}, wall {wall:.1f} s")
     assert m["test_accuracy"] >= 0.97
     assert wall < 120, f"took {wall:.1f} s"

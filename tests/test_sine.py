@@ -8,7 +8,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +16,7 @@ import pytest
 from flax import nnx
 
 from experiments import sine, training
-from tests.harness import ROOT, subprocess_env
+from tests.harness import ROOT, subprocess_env, timed_experiment
 
 QUIET = ["--quick", "--no-progress"]
 SINE_KEYS = {"teacher_forced_mse", "rollout_mse", "train_seconds", "steps", "config"}
@@ -214,28 +213,11 @@ def test_command_line_error_is_one_line_and_exit_status_2(tmp_path):
 # --------------------------------------------------------------------------- targets (slow)
 
 
-def _timed_run(module: str, args: list[str]) -> tuple[float, dict]:
-    out = args[args.index("--out-dir") + 1]
-    t0 = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    wall = time.perf_counter() - t0
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    with open(os.path.join(out, "metrics.json")) as f:
-        return wall, json.load(f)
-
-
 @pytest.mark.slow
 def test_defaults_meet_the_targets(tmp_path):
     """`python -m experiments.sine` with its defaults: both MSEs <= 1e-3 in under 60 s (wall,
     compile included)."""
-    wall, m = _timed_run("experiments.sine", ["--no-progress", "--out-dir", str(tmp_path)])
+    wall, m = timed_experiment("experiments.sine", ["--no-progress", "--out-dir", str(tmp_path)])
     print(
         f"sine defaults: teacher-forced {m['teacher_forced_mse']:.2e}, "
         f"rollout {m['rollout_mse']:.2e}, wall {wall:.1f} s"
