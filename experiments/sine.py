@@ -376,9 +376,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """
     t_start = time.perf_counter()
     args = parse(argv)
-    training.start_distributed(args)
-    mesh = training.data_mesh()
-    training.check_batch_size(args.batch_size, mesh)
+    mesh = training.start_devices(args)
     out_dir = args.out_dir or default_out_dir(args)
     task = make_task(args)
     result = training.train(task, mesh=mesh, **training.train_options(args, out_dir))

@@ -2,7 +2,8 @@
 
 - `cli`: the shared flags and their checks, `UsageError`, and `entry_point` (a user error
   becomes one line on stderr and exit status 2);
-- `distributed`: `start_distributed`, the multi-process start-up a `main` calls first;
+- `distributed`: `start_devices` (what a `main` calls first: `start_distributed`, the
+  multi-process start-up, then the mesh);
 - `mesh`: the `data` mesh over every device, batch sharding, parameter replication;
 - `steps`: the pure jitted train and eval steps over one state pytree, the schedule;
 - `checkpoints`: orbax checkpoints and `CheckpointError`;
@@ -30,7 +31,7 @@ from experiments.training.cli import (
     parse_args,
     train_options,
 )
-from experiments.training.distributed import start_distributed
+from experiments.training.distributed import start_devices, start_distributed
 from experiments.training.loop import Task, TrainResult, evaluate, finish, train
 from experiments.training.mesh import (
     DATA_AXIS,
@@ -97,6 +98,7 @@ __all__ = [
     "shard_batch",
     "smoothing_window",
     "split_train_state",
+    "start_devices",
     "start_distributed",
     "train",
     "train_options",
