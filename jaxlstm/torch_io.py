@@ -25,6 +25,7 @@ import numpy as np
 
 from jaxlstm import linen as jlinen
 from jaxlstm import nnx as jnnx
+from jaxlstm._checks import check_float_dtype
 from jaxlstm.config import LSTMCellConfig, LSTMConfig
 from jaxlstm.state_dict import (
     LoadResult,
@@ -79,15 +80,7 @@ def _configured(weights: LSTMWeights, overrides: Mapping[str, Any]) -> tuple[Any
     if flags:
         config = dataclasses.replace(config, **flags)
     if "param_dtype" in overrides:
-        try:
-            dtype = np.dtype(jnp.dtype(overrides["param_dtype"]))
-        except TypeError:
-            dtype = None
-        if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
-            raise TypeError(
-                "param_dtype must be a floating-point dtype such as jnp.float32, got "
-                f"{overrides['param_dtype']!r}"
-            )
+        dtype = check_float_dtype("param_dtype", overrides["param_dtype"])
         params = {k: v.astype(dtype) for k, v in params.items()}
     return config, params
 
