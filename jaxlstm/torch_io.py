@@ -130,6 +130,14 @@ def from_torch(
     return model
 
 
+def _check_module(model: Any) -> None:
+    """Raises TypeError unless `model` is a `jaxlstm.LSTM` or `jaxlstm.LSTMCell`."""
+    if not isinstance(model, (jnnx.LSTM, jnnx.LSTMCell)):
+        raise TypeError(
+            f"model must be a jaxlstm.LSTM or jaxlstm.LSTMCell, got {type(model).__name__}"
+        )
+
+
 def load_torch_state_dict(
     model: Any, source: Any, *, prefix: str = "", strict: bool = True
 ) -> LoadResult:
@@ -158,10 +166,7 @@ def load_torch_state_dict(
     Example:
         >>> load_torch_state_dict(lstm, "classifier.pt", prefix="lstm.")  # doctest: +SKIP
     """
-    if not isinstance(model, (jnnx.LSTM, jnnx.LSTMCell)):
-        raise TypeError(
-            f"model must be a jaxlstm.LSTM or jaxlstm.LSTMCell, got {type(model).__name__}"
-        )
+    _check_module(model)
     values, result = match_state_dict(source, model.param_shapes(), prefix=prefix, strict=strict)
     model.set_params(values)
     return result
@@ -175,10 +180,7 @@ def torch_state_dict(model: Any) -> dict[str, np.ndarray]:
     Raises:
         TypeError: `model` is not a jaxlstm module.
     """
-    if not isinstance(model, (jnnx.LSTM, jnnx.LSTMCell)):
-        raise TypeError(
-            f"model must be a jaxlstm.LSTM or jaxlstm.LSTMCell, got {type(model).__name__}"
-        )
+    _check_module(model)
     return {
         k: np.array(v) for k, v in model.params.items()
     }  # copies: writable, as torch.from_numpy wants
