@@ -18,11 +18,6 @@ implementation, mode) cell it reports:
 - × REV (with `--baseline REV`): the time of jaxlstm as it was at git revision REV divided by
   the current one's (> 1 means the working tree is faster than REV).
 
-`--impls ...,matmuls` adds a floor: the matmuls of jaxlstm's schedule alone (the same scans
-and after-loop products with a trivial gate update, `build_matmul_floor`). Its `× torch`
-ratio is the most any change to jaxlstm's elementwise work and memory traffic could reach
-without faster matmuls from XLA.
-
 Modes: `fwd` (the output) and `fwd+bwd` (the gradient of `sum(out)` with respect to every
 parameter and the input). The machine's sgemm rate is measured at the start and each
 compute-bound config's FLOP-time bound (its matmul FLOPs at that rate) is printed, so the
@@ -122,9 +117,7 @@ CPU_SKIPPED = ("large",)
 QUICK_CONFIGS = ("sine", "digits")
 QUICK = {"repeats": 3, "warmup": 1, "budget": 1.0}
 MODES = ("fwd", "fwd+bwd")
-IMPLS = ("jaxlstm", "torch", "torch-1t", "flax", "jax.experimental.rnn", "matmuls")
-# `matmuls` (jaxlstm's matmuls alone, a floor) is measured only when asked for.
-DEFAULT_IMPLS = IMPLS[:-1]
+IMPLS = ("jaxlstm", "torch", "torch-1t", "flax", "jax.experimental.rnn")
 TORCH_IMPLS = ("torch", "torch-1t")
 JAX_PRECISION = {"fp32": "float32", "tf32": "tensorfloat32", "bf16": "bfloat16"}
 # A 1-minute load average above this before starting means other work shares the CPU.
@@ -240,15 +233,11 @@ def _jax_runner(apply: Callable[[Any, jax.Array], jax.Array], params: Any, x: ja
         seconds `lower(...).compile()` took (tracing + XLA compilation, no execution).
     """
     if mode == "fwd":
-        return _compiled(apply, params, x)
-    return _compiled(jax.grad(lambda p, x: _loss(apply(p, x)), argnums=(0, 1)), params, x)
-
-
-def _compiled(fn: Callable[[Any, jax.Array], Any], params: Any, x: jax.Array):
-    """`(run, compile_s)`: `jit(fn)` compiled ahead of time for `(params, x)`, and a
-    no-argument callable running it."""
+        fn = jax.jit(apply)
+    else:
+        fn = jax.jit(jax.grad(lambda p, x: _loss(apply(p, x)), argnums=(0, 1)))
     t0 = time.perf_counter()
-    compiled = jax.jit(fn).lower(params, x).compile()
+    compiled = fn.lower(params, x).compile()
     compile_s = time.perf_counter() - t0
     return (lambda: compiled(params, x)), compile_s
 
@@ -268,101 +257,6 @@ def build_jaxlstm(
         return lstm(p, x, config=config, scan=scan)[0]
 
     return (*_jax_runner(apply, params, x, mode), _jax_sync)
-
-
-def _scan_order(x: jax.Array, direction: int) -> jax.Array:
-    """`[T, ...]` in the scan order of a direction: as is (0) or flipped in time (1)."""
-    return jnp.flip(x, 0) if direction else x
-
-
-def _rows(a: jax.Array) -> jax.Array:
-    """`[T, B, N] -> [T·B, N]`."""
-    return a.reshape(-1, a.shape[-1])
-
-
-def floor_forward(params, x: jax.Array):
-    """The matmul floor's forward: per layer and direction a scan of `h' = ⅛ Σ_blocks g` with
-    `g = x_t W + h U` (`[B, 4H]`, its four `[B, H]` blocks summed).
-
-    Returns:
-        `(out [T, B, D·H], inputs, states)`: per layer its input, and per layer and direction
-        the hidden states in scan order.
-    """
-    inputs, states = [], []
-    for layer in params:
-        inputs.append(x)
-        hs = []
-        for d, (w, u) in enumerate(layer):
-            zeros = jnp.zeros((x.shape[1], u.shape[0]), x.dtype)
-
-            def body(h, x_t, w=w, u=u):
-                h = 0.125 * (x_t @ w + h @ u).reshape(*h.shape[:-1], 4, -1).sum(-2)
-                return h, h
-
-            hs.append(jax.lax.scan(body, zeros, _scan_order(x, d))[1])
-        states.append(hs)
-        x = jnp.concatenate([_scan_order(h, d) for d, h in enumerate(hs)], axis=-1)
-    return x, inputs, states
-
-
-def floor_forward_backward(params, x: jax.Array):
-    """The gradient of `sum(floor_forward(params, x)[0])` w.r.t. `(params, x)`, computed as
-    jaxlstm's backward pass does: per layer and direction a reverse scan of `dgates Uᵀ`, then
-    the products `dW = xᵀ dgates`, `dU = h_prevᵀ dgates` and `dx = dgates Wᵀ`."""
-    out, inputs, states = floor_forward(params, x)
-    dy, grads = jnp.ones_like(out), [[None] * len(layer) for layer in params]
-    for k in reversed(range(len(params))):
-        layer, x_k, hs = params[k], inputs[k], states[k]
-        dx = jnp.zeros_like(x_k)
-        for d, ((w, u), h) in enumerate(zip(layer, hs, strict=True)):
-            hidden = u.shape[0]
-
-            def body(dh, dy_t, u=u):
-                d_gates = jnp.tile(0.125 * (dh + dy_t), 4)
-                return d_gates @ u.T, d_gates
-
-            dy_d = _scan_order(dy[..., d * hidden : (d + 1) * hidden], d)
-            d_gates = _rows(jax.lax.scan(body, jnp.zeros_like(h[0]), dy_d, reverse=True)[1])
-            h_prev = jnp.concatenate([jnp.zeros_like(h[:1]), h[:-1]])
-            grads[k][d] = (_rows(_scan_order(x_k, d)).T @ d_gates, _rows(h_prev).T @ d_gates)
-            dx = dx + _scan_order((d_gates @ w.T).reshape(x_k.shape), d)
-        dy = dx
-    return grads, dy
-
-
-def floor_params(cfg: BenchConfig, dtype) -> list[list[tuple[jax.Array, jax.Array]]]:
-    """Per layer and direction `(W [I_k, 4H], U [H, 4H])`, scaled by 1/√fan-in."""
-    hidden = cfg.hidden
-    keys = iter(jax.random.split(jax.random.key(0), 2 * cfg.layers * cfg.directions))
-
-    def weight(fan_in: int) -> jax.Array:
-        return (jax.random.normal(next(keys), (fan_in, 4 * hidden)) / fan_in**0.5).astype(dtype)
-
-    return [
-        [
-            (weight(cfg.input_size if k == 0 else cfg.directions * hidden), weight(hidden))
-            for _ in range(cfg.directions)
-        ]
-        for k in range(cfg.layers)
-    ]
-
-
-def build_matmul_floor(cfg: BenchConfig, precision: str, mode: str):
-    """The matmuls of jaxlstm's schedule alone, in XLA: a floor for jaxlstm on this machine.
-
-    Per layer and direction one `lax.scan` computes `x_t W + h U` per step, as jaxlstm's
-    does, with the gate update replaced by a sum of the four gate blocks (`floor_forward`).
-    fwd+bwd adds what jaxlstm's backward pass multiplies: a reverse scan of
-    `dgates Uᵀ` per step, then `dx`, `dW` and `dU` as one matmul each over all T·B rows.
-    jaxlstm's time beyond this row is its elementwise work and memory traffic; where torch ÷
-    this row is below a speed target, no change to that work alone can reach the target.
-    """
-    dtype = _jax_dtype(precision)
-    params = floor_params(cfg, dtype)
-    x = jax.random.normal(jax.random.key(1), (cfg.steps, cfg.batch, cfg.input_size), dtype)
-    if mode == "fwd":
-        return (*_compiled(lambda p, x: floor_forward(p, x)[0], params, x), _jax_sync)
-    return (*_compiled(floor_forward_backward, params, x), _jax_sync)
 
 
 def build_baseline(cfg: BenchConfig, precision: str, mode: str, module: Any):
@@ -506,7 +400,6 @@ def make_builders(scan: jaxlstm.ScanOptions, baseline: Any = None) -> dict[str, 
         "torch-1t": functools.partial(build_torch, threads=1),
         "flax": build_flax,
         "jax.experimental.rnn": build_cudnn,
-        "matmuls": build_matmul_floor,
     }
     if baseline is not None:
         builders[baseline.name] = functools.partial(build_baseline, module=baseline.module)
@@ -793,12 +686,7 @@ def parser() -> training.ArgumentParser:
         f"but {list(CPU_SKIPPED)}, whose fwd+bwd takes over a minute per call there; "
         f"with --quick: {','.join(QUICK_CONFIGS)})",
     )
-    p.add_argument(
-        "--impls",
-        default=",".join(DEFAULT_IMPLS),
-        help=f"comma-separated, from {list(IMPLS)} (default: all but matmuls, the matmuls of "
-        "jaxlstm's schedule alone: a floor for jaxlstm under XLA on this machine)",
-    )
+    p.add_argument("--impls", default=",".join(IMPLS), help=f"comma-separated, from {list(IMPLS)}")
     p.add_argument("--modes", default=",".join(MODES), help="comma-separated, from fwd, fwd+bwd")
     p.add_argument(
         "--precision",

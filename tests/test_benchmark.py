@@ -7,9 +7,6 @@ import json
 import subprocess
 import sys
 
-import chex
-import jax
-import jax.numpy as jnp
 import pytest
 
 from experiments import benchmark, training
@@ -20,15 +17,14 @@ pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    """`--quick` on the sine config with torch at both thread settings, the matmul floor and
-    jaxlstm at HEAD."""
+    """`--quick` on the sine config with torch at both thread settings and jaxlstm at HEAD."""
     out = tmp_path_factory.mktemp("bench")
     argv = [
         "--quick",
         "--configs",
         "sine",
         "--impls",
-        "jaxlstm,torch,torch-1t,matmuls",
+        "jaxlstm,torch,torch-1t",
         "--baseline",
         "HEAD",
         "--out-dir",
@@ -49,33 +45,6 @@ def test_quick_run_writes_table_json_and_plot(quick_run):
         assert cells[("jaxlstm", mode)]["median_s"] > 0
         assert cells[("jaxlstm", mode)]["speedup_vs_torch"] > 0
         assert cells[("jaxlstm", mode)]["torch_reference"] in benchmark.TORCH_IMPLS
-
-
-@pytest.mark.parametrize(
-    "cfg",
-    [
-        benchmark.BenchConfig("tiny-bidir", 3, 5, 4, 6, 2, True),
-        benchmark.BenchConfig("tiny", 2, 4, 3, 5, 1, False),
-    ],
-    ids=lambda c: c.name,
-)
-def test_matmul_floor_backward_is_the_gradient_of_its_forward(cfg):
-    """The floor's hand-written backward is the exact gradient of its forward, so it does
-    every product that a gradient needs (jaxlstm's backward pass's matmuls), no fewer."""
-    params = benchmark.floor_params(cfg, jnp.float32)
-    x = jax.random.normal(jax.random.key(2), (cfg.steps, cfg.batch, cfg.input_size))
-    got = benchmark.floor_forward_backward(params, x)
-    want = jax.grad(lambda p, x: jnp.sum(benchmark.floor_forward(p, x)[0]), argnums=(0, 1))(
-        params, x
-    )
-    chex.assert_trees_all_close(got, tuple(want), rtol=1e-5, atol=1e-6)
-
-
-def test_matmul_floor_is_timed_when_asked(quick_run):
-    cells = [c for c in quick_run["result"]["cells"] if c["impl"] == "matmuls"]
-    assert [c["mode"] for c in cells] == list(benchmark.MODES)
-    assert all(c["median_s"] > 0 and c["speedup_vs_torch"] > 0 for c in cells)
-    assert "matmuls" not in benchmark.DEFAULT_IMPLS
 
 
 def test_table_states_torchs_threads_and_the_load(quick_run):
@@ -100,7 +69,7 @@ def test_baseline_is_timed_beside_the_current_jaxlstm(quick_run):
     assert baseline["rev"] == "HEAD" and len(baseline["commit"]) == 40
     name = f"jaxlstm@{baseline['commit'][:7]}"
     impls = [c["impl"] for c in result["cells"] if c["mode"] == "fwd"]
-    assert impls == ["jaxlstm", name, "torch", "torch-1t", "matmuls"], "baseline after jaxlstm"
+    assert impls == ["jaxlstm", name, "torch", "torch-1t"], "the baseline right after jaxlstm"
     for mode in benchmark.MODES:
         ours = next(c for c in result["cells"] if (c["impl"], c["mode"]) == ("jaxlstm", mode))
         theirs = next(c for c in result["cells"] if (c["impl"], c["mode"]) == (name, mode))
