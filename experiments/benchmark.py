@@ -17,6 +17,10 @@ implementation, mode) cell it reports:
   a tiny config many times slower with its default threads than with one.
 - × REV (with `--baseline REV`): the time of jaxlstm as it was at git revision REV divided by
   the current one's (> 1 means the working tree is faster than REV).
+- matmul ms (with `--profile`, on a CPU): for each JAX cell, the time per call during which at
+  least one of its matmuls runs, from a `jax.profiler` trace of 5 more calls, and its share of
+  the median. The rest is elementwise work, copies and the loop's overhead; where torch's
+  time is below this alone, only faster matmuls from XLA can close the gap.
 
 Modes: `fwd` (the output) and `fwd+bwd` (the gradient of `sum(out)` with respect to every
 parameter and the input). The machine's sgemm rate is measured at the start and each
@@ -34,11 +38,16 @@ import argparse
 import dataclasses
 import datetime
 import functools
+import glob
+import gzip
+import json
 import math
 import os
 import platform
+import re
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -135,6 +144,7 @@ class Cell:
     median_s: float | None = None
     times_s: list[float] = dataclasses.field(default_factory=list)
     note: str = ""
+    matmul_s: float | None = None
 
 
 # ----------------------------------------------------------------------------- timing
@@ -199,6 +209,63 @@ def measure_sgemm(n: int = 2048, repeats: int = 5) -> dict[str, float]:
     return rates
 
 
+# ----------------------------------------------------------------------------- matmul time
+
+
+def matmul_instructions(hlo: str) -> set[str]:
+    """The names of the instructions of an optimized HLO module's text that multiply matrices:
+    `dot`s, and fusions whose fused computation holds one (XLA:CPU's library calls)."""
+    with_dot, computation = set(), None
+    calls: dict[str, str] = {}
+    names = set()
+    for line in hlo.splitlines():
+        if line and not line[0].isspace() and line.rstrip().endswith("{"):
+            computation = line.removeprefix("ENTRY ").lstrip("%").split(" ")[0]
+            continue
+        match = re.match(r"\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*\S+\s+(\w[\w\-]*)\(", line)
+        if match is None:
+            continue
+        name, opcode = match.groups()
+        if opcode == "dot":
+            names.add(name)
+            with_dot.add(computation)
+        elif opcode == "fusion" and (called := re.search(r"calls=%([\w.\-]+)", line)):
+            calls[name] = called.group(1)
+    return names | {name for name, called in calls.items() if called in with_dot}
+
+
+def union_length(spans: Sequence[tuple[float, float]]) -> float:
+    """The length of the union of `(start, end)` intervals."""
+    covered, end = 0.0, -math.inf
+    for start, stop in sorted(spans):
+        if stop > end:
+            covered += stop - max(start, end)
+            end = stop
+    return covered
+
+
+def matmul_seconds(run: CompiledCall, sync: Callable[[Any], Any], calls: int = 5) -> float | None:
+    """Seconds per call during which at least one matmul of `run` is executing, from a
+    `jax.profiler` trace of `calls` calls (XLA:CPU names its thunks after the instructions);
+    None when the trace has none of them."""
+    names = matmul_instructions(run.executable.as_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        with jax.profiler.trace(tmp, create_perfetto_trace=True):
+            for _ in range(calls):
+                sync(run())
+        paths = glob.glob(os.path.join(tmp, "**", "*.trace.json.gz"), recursive=True)
+        if not paths:
+            return None
+        with gzip.open(paths[0]) as f:
+            events = json.load(f)["traceEvents"]
+    spans = [
+        (e["ts"], e["ts"] + e["dur"])
+        for e in events
+        if e.get("ph") == "X" and e.get("name") in names
+    ]
+    return union_length(spans) / calls / 1e6 if spans else None
+
+
 # ----------------------------------------------------------------------------- implementations
 
 
@@ -239,7 +306,18 @@ def _jax_runner(apply: Callable[[Any, jax.Array], jax.Array], params: Any, x: ja
     t0 = time.perf_counter()
     compiled = fn.lower(params, x).compile()
     compile_s = time.perf_counter() - t0
-    return (lambda: compiled(params, x)), compile_s
+    return CompiledCall(compiled, (params, x)), compile_s
+
+
+@dataclasses.dataclass(frozen=True)
+class CompiledCall:
+    """A JAX cell's run: its compiled executable and arguments; calling it runs one call."""
+
+    executable: Any
+    args: tuple
+
+    def __call__(self) -> Any:
+        return self.executable(*self.args)
 
 
 def build_jaxlstm(
@@ -460,7 +538,14 @@ def _fmt_ratio(r: float | None) -> str:
     return "—" if r is None else f"{r:.2f}"
 
 
-def table_caption(threads: int | None, baseline: str | None) -> str:
+def _fmt_matmul(c: Cell) -> str:
+    """`292 (95%)`: the cell's matmul time and its share of the median call."""
+    if c.matmul_s is None or not c.median_s:
+        return "—"
+    return f"{_fmt_ms(c.matmul_s)} ({c.matmul_s / c.median_s:.0%})"
+
+
+def table_caption(threads: int | None, baseline: str | None, profiled: bool = False) -> str:
     """What the table's ratio columns mean, with torch's thread counts named."""
     text = (
         "ms: median per call. × torch: torch's median ÷ this row's (> 1: faster than torch), "
@@ -469,6 +554,11 @@ def table_caption(threads: int | None, baseline: str | None) -> str:
     )
     if baseline is not None:
         text += f" × {baseline}: {baseline}'s median ÷ this jaxlstm row's (> 1: faster now)."
+    if profiled:
+        text += (
+            " matmul ms: per call, the time during which at least one matmul runs (from a "
+            "profiler trace of 5 calls), and its share of the median."
+        )
     return text
 
 
@@ -480,10 +570,15 @@ def markdown_table(
 ) -> str:
     """The results as a markdown table, one row per cell."""
     extra = f" × {baseline} |" if baseline else ""
+    profiled = any(c.matmul_s is not None for c in cells)
+    extra += " matmul ms |" if profiled else ""
     lines = [
         f"| config | impl | mode | compile s | ms | µs/step | × torch | torch ref |{extra} "
         "FLOP bound ms | note |",
-        "|---|---|---|---:|---:|---:|---:|---|" + ("---:|" if baseline else "") + "---:|---|",
+        "|---|---|---|---:|---:|---:|---:|---|"
+        + ("---:|" if baseline else "")
+        + ("---:|" if profiled else "")
+        + "---:|---|",
     ]
     for c in cells:
         cfg = CONFIGS[c.config]
@@ -495,6 +590,8 @@ def markdown_table(
             bound = f"{cfg.flops(c.mode == 'fwd+bwd') / (sgemm_gflops * 1e9) * 1e3:.0f}"
         compile_s = "—" if c.compile_s is None else f"{c.compile_s:.2f}"
         base = f" {_fmt_ratio(baseline_speedup(cells, c, baseline))} |" if baseline else ""
+        if profiled:
+            base += f" {_fmt_matmul(c)} |"
         lines.append(
             f"| {c.config} | {c.impl} | {c.mode} | {compile_s} | {_fmt_ms(c.median_s)} | "
             f"{per_step} | {_fmt_ratio(_ratio(ref, c))} | {ref_name} |{base} {bound} | {c.note} |"
@@ -711,6 +808,12 @@ def parser() -> training.ArgumentParser:
         f"--budget {QUICK['budget']}, and a smaller sgemm",
     )
     p.add_argument(
+        "--profile",
+        action="store_true",
+        help="CPU: also trace 5 calls of every JAX cell with jax.profiler and report the time "
+        "during which its matmuls run ('matmul ms'), the part only faster matmuls can shrink",
+    )
+    p.add_argument(
         "--baseline",
         metavar="REV",
         default=None,
@@ -829,6 +932,8 @@ def measure_cell(
     cell.compile_s = first if compile_s is None else compile_s
     cell.times_s = times
     cell.median_s = statistics.median(times)
+    if args.profile and isinstance(run, CompiledCall) and jax.default_backend() == "cpu":
+        cell.matmul_s = matmul_seconds(run, sync)
     notes = []
     if cell.impl in TORCH_IMPLS:
         notes.append(f"{torch_label(cell.impl, threads)}; compile s = first call")
@@ -940,7 +1045,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     base_name = None if baseline is None else baseline.name
     table = markdown_table(cells, sgemm["best"], env["torch_threads"], base_name)
     line = summary(cells, base_name)
-    caption = table_caption(env["torch_threads"], base_name)
+    caption = table_caption(env["torch_threads"], base_name, args.profile)
     head = [environment_line(env), load_warning(env), caption]
     report = "\n\n".join([text for text in head if text] + [table, line])
     print(f"\n{caption}\n\n{table}\n\n{line}")

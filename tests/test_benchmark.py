@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from experiments import benchmark, training
@@ -17,10 +19,12 @@ pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    """`--quick` on the sine config with torch at both thread settings and jaxlstm at HEAD."""
+    """`--quick --profile` on the sine config with torch at both thread settings and jaxlstm
+    at HEAD."""
     out = tmp_path_factory.mktemp("bench")
     argv = [
         "--quick",
+        "--profile",
         "--configs",
         "sine",
         "--impls",
@@ -45,6 +49,56 @@ def test_quick_run_writes_table_json_and_plot(quick_run):
         assert cells[("jaxlstm", mode)]["median_s"] > 0
         assert cells[("jaxlstm", mode)]["speedup_vs_torch"] > 0
         assert cells[("jaxlstm", mode)]["torch_reference"] in benchmark.TORCH_IMPLS
+
+
+def test_profile_reports_the_time_matmuls_run(quick_run):
+    cells = quick_run["result"]["cells"]
+    for c in cells:
+        if c["impl"].startswith("jaxlstm"):
+            # Measured in other calls than the median (under the profiler): a loose upper bound.
+            assert 0 < c["matmul_s"] <= 1.5 * c["median_s"], c
+        else:
+            assert c["matmul_s"] is None, c
+    table = (quick_run["out"] / "benchmark.md").read_text()
+    assert "| matmul ms |" in table and "matmul ms: per call" in table
+
+
+HLO = """HloModule m
+
+%fused_computation (p0: f32[2,2], p1: f32[2,2]) -> f32[2,2] {
+  %p0 = f32[2,2]{1,0} parameter(0)
+  %p1 = f32[2,2]{1,0} parameter(1)
+  ROOT %dot.1 = f32[2,2]{1,0} dot(%p0, %p1), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+
+%fused_computation.1 (p0.1: f32[2,2]) -> f32[2,2] {
+  %p0.1 = f32[2,2]{1,0} parameter(0)
+  ROOT %tanh.1 = f32[2,2]{1,0} tanh(%p0.1)
+}
+
+ENTRY %main (a: f32[2,2], b: f32[2,2]) -> f32[2,2] {
+  %a = f32[2,2]{1,0} parameter(0)
+  %b = f32[2,2]{1,0} parameter(1)
+  %ynn_fusion = f32[2,2]{1,0} fusion(%a, %b), kind=kCustom, calls=%fused_computation
+  %dot.2 = f32[2,2]{1,0} dot(%a, %b), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+  %add_fusion = f32[2,2]{1,0} fusion(%ynn_fusion, %dot.2), kind=kLoop, calls=%fused_computation.1
+  ROOT %tanh_fusion = f32[2,2]{1,0} fusion(%add_fusion), kind=kLoop, calls=%fused_computation.1
+}
+"""
+
+
+def test_matmul_instructions_are_dots_and_fusions_holding_one():
+    assert benchmark.matmul_instructions(HLO) == {"dot.1", "ynn_fusion", "dot.2"}
+    compiled = jax.jit(lambda a, b: jnp.tanh(a @ b)).lower(jnp.ones((8, 8)), jnp.ones((8, 8)))
+    text = compiled.compile().as_text()
+    names = benchmark.matmul_instructions(text)
+    assert names and all(f"%{name} = " in text for name in names)
+    elementwise = jax.jit(jnp.tanh).lower(jnp.ones((8, 8))).compile().as_text()
+    assert benchmark.matmul_instructions(elementwise) == set()
+
+
+def test_covered_time_is_the_union_of_the_spans():
+    assert benchmark.union_length([(5, 6), (0, 2), (1, 3), (1.5, 2.5)]) == 4
 
 
 def test_table_states_torchs_threads_and_the_load(quick_run):
