@@ -20,7 +20,9 @@ implementation, mode) cell it reports:
 - matmul ms (with `--profile`, on a CPU): for each JAX cell, the time per call during which at
   least one of its matmuls runs, from a `jax.profiler` trace of 5 more calls, and its share of
   the median. The rest is elementwise work, copies and the loop's overhead; where torch's
-  time is below this alone, only faster matmuls from XLA can close the gap.
+  time is below this alone, only faster matmuls from XLA can close the gap. "—" where XLA:CPU
+  runs a product asynchronously (jaxlstm's backward pass after the loop): the trace shows
+  only its start.
 
 Modes: `fwd` (the output) and `fwd+bwd` (the gradient of `sum(out)` with respect to every
 parameter and the input). The machine's sgemm rate is measured at the start and each
@@ -212,12 +214,13 @@ def measure_sgemm(n: int = 2048, repeats: int = 5) -> dict[str, float]:
 # ----------------------------------------------------------------------------- matmul time
 
 
-def matmul_instructions(hlo: str) -> set[str]:
-    """The names of the instructions of an optimized HLO module's text that multiply matrices:
-    `dot`s, and fusions whose fused computation holds one (XLA:CPU's library calls)."""
+def matmul_instructions(hlo: str) -> dict[str, str]:
+    """The instructions of an optimized HLO module's text that multiply matrices, name ->
+    opcode: `dot`s, and `fusion`s whose fused computation holds one (XLA:CPU's library
+    calls)."""
     with_dot, computation = set(), None
     calls: dict[str, str] = {}
-    names = set()
+    found = {}
     for line in hlo.splitlines():
         if line and not line[0].isspace() and line.rstrip().endswith("{"):
             computation = line.removeprefix("ENTRY ").lstrip("%").split(" ")[0]
@@ -227,11 +230,11 @@ def matmul_instructions(hlo: str) -> set[str]:
             continue
         name, opcode = match.groups()
         if opcode == "dot":
-            names.add(name)
+            found[name] = "dot"
             with_dot.add(computation)
         elif opcode == "fusion" and (called := re.search(r"calls=%([\w.\-]+)", line)):
             calls[name] = called.group(1)
-    return names | {name for name, called in calls.items() if called in with_dot}
+    return found | {name: "fusion" for name, called in calls.items() if called in with_dot}
 
 
 def union_length(spans: Sequence[tuple[float, float]]) -> float:
@@ -246,9 +249,13 @@ def union_length(spans: Sequence[tuple[float, float]]) -> float:
 
 def matmul_seconds(run: CompiledCall, sync: Callable[[Any], Any], calls: int = 5) -> float | None:
     """Seconds per call during which at least one matmul of `run` is executing, from a
-    `jax.profiler` trace of `calls` calls (XLA:CPU names its thunks after the instructions);
-    None when the trace has none of them."""
-    names = matmul_instructions(run.executable.as_text())
+    `jax.profiler` trace of `calls` calls (XLA:CPU names its thunks after the instructions).
+
+    None when the trace has no matmul, or has a plain `dot` thunk: XLA:CPU may run those
+    asynchronously (the backward pass's products), and the trace shows only their start.
+    Matmuls fused into library calls (`fusion`s) run while their span lasts.
+    """
+    matmuls = matmul_instructions(run.executable.as_text())
     with tempfile.TemporaryDirectory() as tmp:
         with jax.profiler.trace(tmp, create_perfetto_trace=True):
             for _ in range(calls):
@@ -258,12 +265,10 @@ def matmul_seconds(run: CompiledCall, sync: Callable[[Any], Any], calls: int = 5
             return None
         with gzip.open(paths[0]) as f:
             events = json.load(f)["traceEvents"]
-    spans = [
-        (e["ts"], e["ts"] + e["dur"])
-        for e in events
-        if e.get("ph") == "X" and e.get("name") in names
-    ]
-    return union_length(spans) / calls / 1e6 if spans else None
+    spans = [e for e in events if e.get("ph") == "X" and e.get("name") in matmuls]
+    if not spans or any(matmuls[e["name"]] == "dot" for e in spans):
+        return None
+    return union_length([(e["ts"], e["ts"] + e["dur"]) for e in spans]) / calls / 1e6
 
 
 # ----------------------------------------------------------------------------- implementations
@@ -557,7 +562,8 @@ def table_caption(threads: int | None, baseline: str | None, profiled: bool = Fa
     if profiled:
         text += (
             " matmul ms: per call, the time during which at least one matmul runs (from a "
-            "profiler trace of 5 calls), and its share of the median."
+            "profiler trace of 5 calls), and its share of the median; — where a product runs "
+            "asynchronously (the trace shows only its start)."
         )
     return text
 
@@ -811,7 +817,8 @@ def parser() -> training.ArgumentParser:
         "--profile",
         action="store_true",
         help="CPU: also trace 5 calls of every JAX cell with jax.profiler and report the time "
-        "during which its matmuls run ('matmul ms'), the part only faster matmuls can shrink",
+        "during which its matmuls run ('matmul ms'), the part only faster matmuls can shrink "
+        "(not where XLA runs a product asynchronously, as in jaxlstm's backward pass)",
     )
     p.add_argument(
         "--baseline",

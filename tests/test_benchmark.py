@@ -54,10 +54,10 @@ def test_quick_run_writes_table_json_and_plot(quick_run):
 def test_profile_reports_the_time_matmuls_run(quick_run):
     cells = quick_run["result"]["cells"]
     for c in cells:
-        if c["impl"].startswith("jaxlstm"):
+        if c["impl"].startswith("jaxlstm") and c["mode"] == "fwd":
             # Measured in other calls than the median (under the profiler): a loose upper bound.
             assert 0 < c["matmul_s"] <= 1.5 * c["median_s"], c
-        else:
+        elif c["impl"].startswith("torch"):
             assert c["matmul_s"] is None, c
     table = (quick_run["out"] / "benchmark.md").read_text()
     assert "| matmul ms |" in table and "matmul ms: per call" in table
@@ -88,13 +88,14 @@ ENTRY %main (a: f32[2,2], b: f32[2,2]) -> f32[2,2] {
 
 
 def test_matmul_instructions_are_dots_and_fusions_holding_one():
-    assert benchmark.matmul_instructions(HLO) == {"dot.1", "ynn_fusion", "dot.2"}
+    want = {"dot.1": "dot", "ynn_fusion": "fusion", "dot.2": "dot"}
+    assert benchmark.matmul_instructions(HLO) == want
     compiled = jax.jit(lambda a, b: jnp.tanh(a @ b)).lower(jnp.ones((8, 8)), jnp.ones((8, 8)))
     text = compiled.compile().as_text()
     names = benchmark.matmul_instructions(text)
     assert names and all(f"%{name} = " in text for name in names)
     elementwise = jax.jit(jnp.tanh).lower(jnp.ones((8, 8))).compile().as_text()
-    assert benchmark.matmul_instructions(elementwise) == set()
+    assert benchmark.matmul_instructions(elementwise) == {}
 
 
 def test_covered_time_is_the_union_of_the_spans():
