@@ -829,7 +829,19 @@ def parser() -> training.ArgumentParser:
         "config and mode, as the impl jaxlstm@<hash> with its own default options; "
         "the table gets a column of REV's time ÷ the current one's",
     )
-    j = p.add_argument_group("jaxlstm's scan options (one jaxlstm.ScanOptions)")
+    _add_scan_flags(p)
+    p.add_argument(
+        "--out-dir",
+        default=None,
+        help="where benchmark.md, benchmark.json and benchmark.png go (default: "
+        "runs/benchmark, or runs/benchmark-quick with --quick)",
+    )
+    return p
+
+
+def _add_scan_flags(parser: training.ArgumentParser) -> None:
+    """The flags of jaxlstm's `ScanOptions` (`parse_args` makes them one `args.scan`)."""
+    j = parser.add_argument_group("jaxlstm's scan options (one jaxlstm.ScanOptions)")
     j.add_argument(
         "--unroll",
         type=int,
@@ -854,13 +866,6 @@ def parser() -> training.ArgumentParser:
         default=None,
         help="both directions of a bidirectional layer in one scan (default: the backend's)",
     )
-    p.add_argument(
-        "--out-dir",
-        default=None,
-        help="where benchmark.md, benchmark.json and benchmark.png go (default: "
-        "runs/benchmark, or runs/benchmark-quick with --quick)",
-    )
-    return p
 
 
 def _split_list(field: str, text: str, allowed: Sequence[str]) -> list[str]:
