@@ -58,6 +58,14 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def assert_png(path: str) -> None:
+    """A real image, not an empty file: a PNG of at least 300 x 300 pixels."""
+    from experiments import training  # here: most users of the harness need no experiments
+
+    image = training.pyplot().imread(str(path))
+    assert image.shape[0] >= 300 and image.shape[1] >= 300, (path, image.shape)
+
+
 def timed_experiment(module: str, args: list[str]) -> tuple[float, dict]:
     """`(wall seconds, metrics.json)` of `python -m module *args` (args hold `--out-dir`)."""
     out = args[args.index("--out-dir") + 1]

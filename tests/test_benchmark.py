@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import pytest
 
 from experiments import benchmark, training
-from tests.harness import ROOT, subprocess_env
+from tests.harness import ROOT, assert_png, subprocess_env
 
 pytestmark = pytest.mark.usefixtures("compilation_cache")
 
@@ -42,8 +42,7 @@ def test_quick_run_writes_table_json_and_plot(quick_run):
     assert json.loads((out / "benchmark.json").read_text())["summary"] == result["summary"]
     table = (out / "benchmark.md").read_text()
     assert "| sine | jaxlstm | fwd+bwd |" in table
-    image = training.pyplot().imread(str(out / "benchmark.png"))
-    assert image.shape[0] >= 300 and image.shape[1] >= 300
+    assert_png(out / "benchmark.png")
     cells = {(c["impl"], c["mode"]): c for c in result["cells"]}
     for mode in benchmark.MODES:
         assert cells[("jaxlstm", mode)]["median_s"] > 0

@@ -16,18 +16,12 @@ import pytest
 from flax import nnx
 
 from experiments import classify, training
-from tests.harness import ROOT, subprocess_env, timed_experiment
+from tests.harness import ROOT, assert_png, subprocess_env, timed_experiment
 
 QUIET = ["--quick", "--no-progress"]
 CLASSIFY_KEYS = {"test_accuracy", "train_seconds", "steps", "confusion", "config"}
 
 pytestmark = pytest.mark.usefixtures("compilation_cache")
-
-
-def assert_png(path: str) -> None:
-    """A real image, not an empty file: a PNG of at least 300 x 300 pixels."""
-    image = training.pyplot().imread(path)
-    assert image.shape[0] >= 300 and image.shape[1] >= 300, (path, image.shape)
 
 
 @pytest.fixture(scope="module")
