@@ -573,10 +573,10 @@ def markdown_table(
     sgemm_gflops: float,
     threads: int | None = None,
     baseline: str | None = None,
+    profiled: bool = False,
 ) -> str:
-    """The results as a markdown table, one row per cell."""
+    """The results as a markdown table, one row per cell (with `profiled`, a matmul column)."""
     extra = f" × {baseline} |" if baseline else ""
-    profiled = any(c.matmul_s is not None for c in cells)
     extra += " matmul ms |" if profiled else ""
     lines = [
         f"| config | impl | mode | compile s | ms | µs/step | × torch | torch ref |{extra} "
@@ -1055,7 +1055,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     _print_bounds(args, sgemm, n)
     cells = run_benchmark(args, log, baseline)
     base_name = None if baseline is None else baseline.name
-    table = markdown_table(cells, sgemm["best"], env["torch_threads"], base_name)
+    table = markdown_table(cells, sgemm["best"], env["torch_threads"], base_name, args.profile)
     line = summary(cells, base_name)
     caption = table_caption(env["torch_threads"], base_name, args.profile)
     head = [environment_line(env), load_warning(env), caption]
