@@ -13,7 +13,9 @@ import jax
 
 from jaxlstm._checks import require_bool
 
-__all__ = ["ScanOptions", "resolve_scan"]
+__all__ = ["BACKENDS", "ScanOptions", "resolve_scan"]
+
+BACKENDS = ("xla", "native")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,21 +40,26 @@ class ScanOptions:
         fuse_directions: run both directions of a bidirectional layer in one scan (T
             sequential steps instead of 2T, both directions' work in each iteration); None
             picks the backend's default (see `resolve`).
+        backend: which implementation runs the recurrence: `"xla"` (`jax.lax.scan`, every
+            platform) or `"native"` (jaxlstm's compiled CPU kernel, called through
+            `jax.ffi`); None picks the default (see `resolve`).
 
     Raises:
         TypeError: `custom_vjp`, `remat` or `fuse_directions` is not a bool (or None where
             allowed).
-        ValueError: `unroll` is not a positive int or None.
+        ValueError: `unroll` is not a positive int or None, or `backend` is not one of
+            `"xla"`, `"native"` or None.
 
     Example:
         >>> ScanOptions(remat=True).resolve("cpu")
-        ScanOptions(unroll=1, custom_vjp=True, remat=True, fuse_directions=False)
+        ScanOptions(unroll=1, custom_vjp=True, remat=True, fuse_directions=False, backend='xla')
     """
 
     unroll: int | None = None
     custom_vjp: bool = True
     remat: bool = False
     fuse_directions: bool | None = None
+    backend: str | None = None
 
     def __post_init__(self) -> None:
         unroll = self.unroll
@@ -64,6 +71,11 @@ class ScanOptions:
         require_bool("remat", self.remat)
         if self.fuse_directions is not None:
             require_bool("fuse_directions", self.fuse_directions)
+        if self.backend not in (*BACKENDS, None):
+            raise ValueError(
+                f"backend must be one of {', '.join(map(repr, BACKENDS))} or None, "
+                f"got {self.backend!r}"
+            )
 
     def resolve(self, backend: str | None = None) -> ScanOptions:
         """These options with every None replaced by `backend`'s default.
@@ -84,7 +96,9 @@ class ScanOptions:
         backend = jax.default_backend() if backend is None else backend
         unroll = self.unroll if self.unroll is not None else (8 if backend == "gpu" else 1)
         fuse = self.fuse_directions if self.fuse_directions is not None else backend != "cpu"
-        return dataclasses.replace(self, unroll=unroll, fuse_directions=fuse)
+        # The native kernel is not built yet: every recurrence runs on XLA for now.
+        backend_ = self.backend if self.backend is not None else "xla"
+        return dataclasses.replace(self, unroll=unroll, fuse_directions=fuse, backend=backend_)
 
 
 def resolve_scan(scan: ScanOptions | None) -> ScanOptions:

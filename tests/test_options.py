@@ -15,6 +15,13 @@ from tests.harness import expect
 # --- validation: (call, exception, fragments naming argument, expected, got) -------------------
 
 CALL_CASES = {
+    "backend='cuda'": (
+        lambda: ScanOptions(backend="cuda"),
+        ValueError,
+        "backend",
+        "'xla', 'native'",
+        "got 'cuda'",
+    ),
     "unroll=0": (lambda: ScanOptions(unroll=0), ValueError, "unroll", "positive int", "got 0"),
     "unroll=1.5": (
         lambda: ScanOptions(unroll=1.5),
@@ -91,14 +98,14 @@ def test_resolve_fills_the_backend_defaults(backend):
     for remat, custom_vjp in ((False, True), (True, False)):
         options = ScanOptions(remat=remat, custom_vjp=custom_vjp)
         assert options.resolve(backend) == ScanOptions(
-            unroll=unroll, custom_vjp=custom_vjp, remat=remat, fuse_directions=fuse
+            unroll=unroll, custom_vjp=custom_vjp, remat=remat, fuse_directions=fuse, backend="xla"
         )
 
 
 @pytest.mark.parametrize("backend", DEFAULTS)
 def test_resolve_keeps_explicit_values(backend):
     for unroll, fuse in ((3, False), (1, True), (16, False)):
-        options = ScanOptions(unroll=unroll, fuse_directions=fuse, remat=True)
+        options = ScanOptions(unroll=unroll, fuse_directions=fuse, remat=True, backend="xla")
         assert options.resolve(backend) == options
     assert ScanOptions(unroll=2).resolve(backend).unroll == 2
     assert ScanOptions(fuse_directions=True).resolve(backend).fuse_directions is True
