@@ -10,13 +10,23 @@ Example:
     ((2, 4, 10), (3, 2, 10))
 """
 
-from jaxlstm import checked, flax_io, haiku_io, initializers, linen, state_dict, torch_io
+from jaxlstm import (
+    checked,
+    flax_io,
+    haiku_io,
+    initializers,
+    linen,
+    native,
+    state_dict,
+    torch_io,
+)
 from jaxlstm.cell import lstm_cell
 from jaxlstm.config import LSTMCellConfig, LSTMConfig
 from jaxlstm.flax_io import from_flax, to_flax
 from jaxlstm.haiku_io import from_haiku, to_haiku
 from jaxlstm.initializers import init_params
 from jaxlstm.lstm import lstm
+from jaxlstm.native import native_backend
 from jaxlstm.nnx import LSTM, LSTMCell
 from jaxlstm.options import ScanOptions
 from jaxlstm.state_dict import find_lstms, read_state_dict
@@ -43,6 +53,8 @@ __all__ = [
     "load_torch_state_dict",
     "lstm",
     "lstm_cell",
+    "native",
+    "native_backend",
     "read_state_dict",
     "state_dict",
     "to_flax",

@@ -38,12 +38,14 @@ input projection back inside the loop.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from jaxlstm.cell import CellWeights, StepResult, step, step_bwd
-from jaxlstm.options import ScanOptions
+from jaxlstm import native
+from jaxlstm.cell import CellWeights, StepResult, split_gates, step, step_bwd
+from jaxlstm.options import ScanOptions, runs_native
 
 __all__ = ["lstm_layer"]
 
@@ -110,13 +112,19 @@ def _pick(values: tuple | None, directions: tuple[int, ...]) -> tuple | None:
 
 
 def _recurrence(xs, weights, h0, c0, masks, scan: ScanOptions):
-    """The recurrence of one scan: the custom VJP unless told otherwise or under forward mode.
+    """The recurrence of one scan: the native kernel, the custom VJP, or the plain scan.
+
+    Which one runs is decided by `options.runs_native` (native) and here (the custom VJP
+    unless told otherwise or under forward mode, which JAX runs through no `custom_vjp`).
 
     Returns:
         `(hs, c_n)`: per direction, `[T, B, H_out]` hidden states in scan-time order (a
         masked step repeats the carry) and the final `[B, H]` cell state.
     """
-    if scan.custom_vjp and not _traced_for_forward_mode((xs, weights, h0, c0)):
+    forward_mode = _traced_for_forward_mode((xs, weights, h0, c0))
+    if runs_native(scan, xs[0].dtype, forward_mode=forward_mode):
+        return _recurrence_native(xs, weights, h0, c0, masks, scan)
+    if scan.custom_vjp and not forward_mode:
         try:
             return _recurrence_custom_vjp(xs, weights, h0, c0, masks, scan)
         except TypeError as e:
@@ -127,24 +135,38 @@ def _recurrence(xs, weights, h0, c0, masks, scan: ScanOptions):
     return _recurrence_plain(xs, weights, h0, c0, masks, scan)
 
 
+def _autodiff_traces(tree) -> list[tuple[str, bool]]:
+    """`(kind, is_vjp)` of every autodiff trace among the tracers of `tree`.
+
+    `jax.jvp`, `jax.jacfwd` and `jax.linearize` trace with a `JVPTrace` or a
+    `LinearizeTrace` that is not building a VJP, reverse mode with a `LinearizeTrace` that
+    is. These are JAX's internal names: if they change, nothing is recognised, and the
+    callers' fallbacks fail with JAX's own error, never with a wrong result.
+    """
+    found = []
+    for leaf in jax.tree.leaves(tree):
+        trace = getattr(leaf, "_trace", None) if isinstance(leaf, jax.core.Tracer) else None
+        kind = type(trace).__name__
+        if kind in ("JVPTrace", "LinearizeTrace"):
+            found.append((kind, kind == "LinearizeTrace" and getattr(trace, "is_vjp", True)))
+    return found
+
+
 def _traced_for_forward_mode(tree) -> bool:
     """Whether any array of `tree` is being traced by forward-mode autodiff.
 
     JAX runs no forward mode through a `custom_vjp`, and under `jax.jit` it reports that only
     when lowering, too late to switch. So the layer looks at its inputs' tracers while it is
-    traced: `jax.jvp`, `jax.jacfwd` and `jax.linearize` trace with a `JVPTrace` or a
-    `LinearizeTrace` that is not building a VJP, reverse mode with a `LinearizeTrace` that
-    is. These are JAX's internal names: if they change, this returns False and forward mode
-    fails with JAX's own error, never with a wrong result.
+    traced.
     """
-    for leaf in jax.tree.leaves(tree):
-        trace = getattr(leaf, "_trace", None) if isinstance(leaf, jax.core.Tracer) else None
-        kind = type(trace).__name__
-        if kind == "JVPTrace" or (
-            kind == "LinearizeTrace" and getattr(trace, "is_vjp", True) is False
-        ):
-            return True
-    return False
+    return any(not is_vjp for _, is_vjp in _autodiff_traces(tree))
+
+
+def _differentiated(tree) -> bool:
+    """Whether `tree` is being traced by any autodiff: inside a `custom_vjp`'s rules, a
+    derivative of the derivative (`grad` of `grad`, `jax.hessian`), which the native kernel
+    cannot give."""
+    return bool(_autodiff_traces(tree))
 
 
 def _project(x: Array, kernel: Array) -> Array:
@@ -293,6 +315,22 @@ def _recurrence_bwd(scan: ScanOptions, residuals, cotangents):
         dh0, dc0, d_gates, proj = _reverse_scan(
             weights, xs, h_prev, c_prev, kept, masks, d_hs, d_c_n, scan
         )
+    d_xs, d_weights = _gradient_products(weights, xs, h_prev, d_gates, proj)
+    return d_xs, d_weights, dh0, dc0, None
+
+
+def _gradient_products(weights, xs, h_prev, d_gates, proj):
+    """The input and weight gradients from the gate gradients, each one large matmul.
+
+    Args:
+        weights, xs: per direction, as given to the recurrence.
+        h_prev: per direction, `[T, B, H_out]` the hidden state entering every step.
+        d_gates: per direction, `[T, B, 4H]` the gate gradients.
+        proj: per direction, `(dh [T, B, P], h_raw [T, B, H])` with a projection, else None.
+
+    Returns:
+        `(d_xs, d_weights)`: per direction, `[T, B, I_k]` and `CellWeights` of gradients.
+    """
     with jax.named_scope("gradient_products"):
         d_xs = tuple(_project(g, w.kernel.T) for g, w in zip(d_gates, weights, strict=True))
         d_weights = tuple(
@@ -308,7 +346,115 @@ def _recurrence_bwd(scan: ScanOptions, residuals, cotangents):
             )
             for w, x, h, g, p in zip(weights, xs, h_prev, d_gates, proj, strict=True)
         )
-    return d_xs, d_weights, dh0, dc0, None
+    return d_xs, d_weights
 
 
 _recurrence_custom_vjp.defvjp(_recurrence_fwd, _recurrence_bwd)
+
+
+# --- the native CPU kernel ----------------------------------------------------------------------
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _recurrence_native(xs, weights, h0, c0, masks, scan: ScanOptions):
+    """`_recurrence_plain` run by the native kernel (`jaxlstm.native`), one call per direction.
+
+    The input projection `x @ kernel + bias` of all steps is one XLA matmul before the
+    kernel; the kernel runs the steps. Its backward pass is the kernel's reverse recurrence,
+    then the same gradient products as the XLA path's. Where the rules themselves are
+    differentiated (`grad` of `grad`, `jax.hessian`), they run the XLA scans instead, which
+    are differentiable.
+    """
+    hs, c_n = [], []
+    for x, w, h, c, m in zip(xs, weights, h0, c0, _per_direction(masks, len(xs)), strict=True):
+        out = native.forward(*_native_operands(x, w, m), h, c, _time_batch(m), keep=False)
+        hs.append(out[0])
+        c_n.append(out[1])
+    return tuple(hs), tuple(c_n)
+
+
+def _per_direction(masks, count: int) -> tuple:
+    return (None,) * count if masks is None else masks
+
+
+def _time_batch(mask: Array | None) -> Array | None:
+    """A `[T, B, 1]` mask as the kernel's `[T, B]`."""
+    return None if mask is None else mask[..., 0]
+
+
+def _native_operands(x: Array, w: CellWeights, mask: Array | None) -> tuple[Array, Array, Array]:
+    """`(xproj [T, B, 4H], W_hh [4H, H_out], W_hr [P, H] or None)` in the kernel's layout."""
+    xproj = _project(x, w.kernel)
+    if w.bias is not None:
+        xproj = xproj + w.bias
+    w_hr = None if w.projection is None else w.projection.T
+    return xproj, w.recurrent_kernel.T, w_hr
+
+
+class _NativeResiduals(NamedTuple):
+    """What the native forward keeps for its backward pass (per direction where a tuple)."""
+
+    xs: tuple
+    weights: tuple
+    h0: tuple
+    c0: tuple
+    masks: tuple | None
+    hs: tuple
+    cs: tuple
+    gates: tuple  # [T, B, 4H] activated
+    tanh_c: tuple
+
+
+def _recurrence_native_fwd(xs, weights, h0, c0, masks, scan: ScanOptions):
+    if _differentiated((xs, weights, h0, c0)):
+        return _recurrence_fwd(xs, weights, h0, c0, masks, scan)
+    hs, c_n, cs, gates, tanh_c = [], [], [], [], []
+    for x, w, h, c, m in zip(xs, weights, h0, c0, _per_direction(masks, len(xs)), strict=True):
+        out = native.forward(*_native_operands(x, w, m), h, c, _time_batch(m), keep=True)
+        for kept, value in zip((hs, c_n, cs, gates, tanh_c), out, strict=True):
+            kept.append(value)
+    residuals = _NativeResiduals(
+        xs, weights, h0, c0, masks, tuple(hs), tuple(cs), tuple(gates), tuple(tanh_c)
+    )
+    return (tuple(hs), tuple(c_n)), residuals
+
+
+def _recurrence_native_bwd(scan: ScanOptions, residuals, cotangents):
+    if not isinstance(residuals, _NativeResiduals):  # the XLA forward ran: its backward too
+        return _recurrence_bwd(scan, residuals, cotangents)
+    r = residuals
+    d_hs, d_c_n = cotangents
+    if _differentiated((r, d_hs, d_c_n)):
+        kept = tuple((split_gates(g), t) for g, t in zip(r.gates, r.tanh_c, strict=True))
+        xla = (r.xs, r.weights, r.h0, r.c0, r.masks, r.hs, r.cs, kept)
+        return _recurrence_bwd(scan, xla, cotangents)
+    masks = _per_direction(r.masks, len(r.xs))
+    d_gates, dh0, dc0, proj = [], [], [], []
+    with jax.named_scope("recurrence_bwd"):
+        for d, w in enumerate(r.weights):
+            g, dh, dc, dh_emit = native.backward(
+                w.recurrent_kernel.T,
+                None if w.projection is None else w.projection.T,
+                r.gates[d],
+                r.tanh_c[d],
+                r.cs[d],
+                r.c0[d],
+                _time_batch(masks[d]),
+                d_hs[d],
+                d_c_n[d],
+            )
+            d_gates.append(g)
+            dh0.append(dh)
+            dc0.append(dc)
+            proj.append(None if dh_emit is None else (dh_emit, _h_raw(r.gates[d], r.tanh_c[d])))
+    h_prev = tuple(_shift_in(h, s) for h, s in zip(r.h0, r.hs, strict=True))
+    d_xs, d_weights = _gradient_products(r.weights, r.xs, h_prev, d_gates, proj)
+    return d_xs, d_weights, tuple(dh0), tuple(dc0), None
+
+
+def _h_raw(gates: Array, tanh_c: Array) -> Array:
+    """`[T, B, H]` the unprojected hidden states `o ⊙ tanh(c)` from `[T, B, 4H]` gates."""
+    return split_gates(gates).o * tanh_c
+
+
+_recurrence_native.defvjp(_recurrence_native_fwd, _recurrence_native_bwd)

@@ -7,20 +7,24 @@ all take them as one `scan=` argument.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 
 import jax
+import jax.numpy as jnp
 
+from jaxlstm import native
 from jaxlstm._checks import require_bool
 
-__all__ = ["BACKENDS", "ScanOptions", "resolve_scan"]
+__all__ = ["BACKENDS", "ScanOptions", "default_backend", "resolve_scan", "runs_native"]
 
 BACKENDS = ("xla", "native")
 
 
 @dataclasses.dataclass(frozen=True)
 class ScanOptions:
-    """How `jax.lax.scan` runs a layer over time and how its gradient is computed.
+    """How a layer's recurrence runs over time and how its gradient is computed.
 
     Attributes:
         unroll: time steps per loop iteration (`jax.lax.scan`'s `unroll`); None picks the
@@ -41,8 +45,14 @@ class ScanOptions:
             sequential steps instead of 2T, both directions' work in each iteration); None
             picks the backend's default (see `resolve`).
         backend: which implementation runs the recurrence: `"xla"` (`jax.lax.scan`, every
-            platform) or `"native"` (jaxlstm's compiled CPU kernel, called through
-            `jax.ffi`); None picks the default (see `resolve`).
+            platform) or `"native"` (jaxlstm's compiled CPU kernel, one `jax.ffi` call per
+            layer and direction; `jaxlstm.native_backend()` says whether it is built here).
+            None picks the default: native on a CPU where the kernel is available, XLA
+            elsewhere (see `resolve`, and `default_backend` to change it for a block of
+            code). The kernel runs float32 layers with the hand-written backward pass;
+            float64, bfloat16, `remat=True`, `custom_vjp=False` and forward-mode autodiff
+            run on XLA whatever this says (`runs_native` decides), with the same results
+            up to rounding. `unroll` and `fuse_directions` concern the XLA scan only.
 
     Raises:
         TypeError: `custom_vjp`, `remat` or `fuse_directions` is not a bool (or None where
@@ -51,7 +61,7 @@ class ScanOptions:
             `"xla"`, `"native"` or None.
 
     Example:
-        >>> ScanOptions(remat=True).resolve("cpu")
+        >>> ScanOptions(remat=True, backend="xla").resolve("cpu")
         ScanOptions(unroll=1, custom_vjp=True, remat=True, fuse_directions=False, backend='xla')
     """
 
@@ -81,24 +91,107 @@ class ScanOptions:
         """These options with every None replaced by `backend`'s default.
 
         The defaults, the one place they are decided: `unroll` 8 on GPU, 1 elsewhere;
-        `fuse_directions` False on CPU, True elsewhere. On a GPU each loop iteration costs
-        kernel launches that unrolling and fusing the directions amortise. XLA:CPU runs a
-        loop body's operations one after another with no launch cost, so there neither
-        removes work, while unrolling multiplies compile time (the measurements are in the
-        README's Performance section).
+        `fuse_directions` False on CPU, True elsewhere; `backend` native on a CPU where the
+        kernel is available (or what `default_backend` set), XLA elsewhere. On a GPU each
+        loop iteration costs kernel launches that unrolling and fusing the directions
+        amortise. XLA:CPU runs a loop body's operations one after another with no launch
+        cost, so there neither removes work, while unrolling multiplies compile time (the
+        measurements are in the README's Performance section).
 
         Args:
             backend: `"cpu"`, `"gpu"`, `"tpu"`, ...; None for `jax.default_backend()`.
 
         Returns:
             A `ScanOptions` with no None left.
+
+        Raises:
+            ValueError: `backend="native"` where the kernel cannot run (another platform,
+                or not built here; the message says why).
         """
         backend = jax.default_backend() if backend is None else backend
         unroll = self.unroll if self.unroll is not None else (8 if backend == "gpu" else 1)
         fuse = self.fuse_directions if self.fuse_directions is not None else backend != "cpu"
         # The native kernel is not built yet: every recurrence runs on XLA for now.
-        backend_ = self.backend if self.backend is not None else "xla"
-        return dataclasses.replace(self, unroll=unroll, fuse_directions=fuse, backend=backend_)
+        return dataclasses.replace(
+            self, unroll=unroll, fuse_directions=fuse, backend=self._backend_for(backend)
+        )
+
+    def _backend_for(self, platform: str) -> str:
+        """`backend`, or where None the default: native on a CPU where the kernel is
+        available, else XLA.
+
+        Raises:
+            ValueError: `backend="native"` where the kernel cannot run (not a CPU, or not
+                built here; the message says why).
+        """
+        available = native.native_backend()
+        if self.backend == "native":
+            if platform != "cpu":
+                raise ValueError(
+                    f"backend='native' runs on the CPU only; the default backend is {platform!r}"
+                )
+            if not available.available:
+                raise ValueError(f"backend='native' is unavailable: {available.reason}")
+        if self.backend is not None:
+            return self.backend
+        if _default[0] is not None:
+            return _default[0]
+        return "native" if platform == "cpu" and available.available else "xla"
+
+
+_default: list[str | None] = [None]
+
+
+@contextlib.contextmanager
+def default_backend(backend: str | None) -> Iterator[None]:
+    """Inside this context, `ScanOptions(backend=None)` means `backend`.
+
+    For running a whole program on one implementation (comparing them, or ruling the kernel
+    out) without passing `scan=` everywhere. Functions compiled before keep what they were
+    traced with.
+
+    Args:
+        backend: `"xla"`, `"native"`, or None for the usual default.
+
+    Raises:
+        ValueError: `backend` is not one of those.
+
+    Example:
+        >>> with default_backend("xla"):
+        ...     ScanOptions().resolve("cpu").backend
+        'xla'
+    """
+    if backend not in (*BACKENDS, None):
+        raise ValueError(
+            f"backend must be one of {', '.join(map(repr, BACKENDS))} or None, got {backend!r}"
+        )
+    before, _default[0] = _default[0], backend
+    try:
+        yield
+    finally:
+        _default[0] = before
+
+
+def runs_native(scan: ScanOptions, dtype, *, forward_mode: bool) -> bool:
+    """Whether a layer's recurrence runs on the native kernel: the one place that decides.
+
+    It does where the resolved options say `backend="native"` and the kernel supports the
+    call: float32, the hand-written backward pass (`custom_vjp=True`), no `remat`, and not
+    under forward-mode autodiff. Otherwise the XLA scan runs (float64 and bfloat16,
+    `custom_vjp=False`, `remat=True`, `jax.jvp`), with the same results up to rounding.
+
+    Args:
+        scan: resolved options.
+        dtype: the layer's compute dtype.
+        forward_mode: whether the layer is traced under forward-mode autodiff.
+    """
+    return (
+        scan.backend == "native"
+        and jnp.dtype(dtype) == jnp.float32
+        and scan.custom_vjp
+        and not scan.remat
+        and not forward_mode
+    )
 
 
 def resolve_scan(scan: ScanOptions | None) -> ScanOptions:

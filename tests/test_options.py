@@ -6,10 +6,12 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import pytest
 
-from jaxlstm import ScanOptions
-from jaxlstm.options import resolve_scan
+from jaxlstm import ScanOptions, native
+from jaxlstm.native import native_backend
+from jaxlstm.options import default_backend, resolve_scan, runs_native
 from tests.harness import expect
 
 # --- validation: (call, exception, fragments naming argument, expected, got) -------------------
@@ -95,11 +97,74 @@ DEFAULTS = {
 @pytest.mark.parametrize("backend", DEFAULTS)
 def test_resolve_fills_the_backend_defaults(backend):
     unroll, fuse = DEFAULTS[backend]
+    recurrence = "native" if backend == "cpu" and native_backend().available else "xla"
     for remat, custom_vjp in ((False, True), (True, False)):
         options = ScanOptions(remat=remat, custom_vjp=custom_vjp)
         assert options.resolve(backend) == ScanOptions(
-            unroll=unroll, custom_vjp=custom_vjp, remat=remat, fuse_directions=fuse, backend="xla"
+            unroll=unroll,
+            custom_vjp=custom_vjp,
+            remat=remat,
+            fuse_directions=fuse,
+            backend=recurrence,
         )
+
+
+@pytest.fixture
+def no_kernel(monkeypatch):
+    """The native kernel as if this install had been built without a compiler."""
+    monkeypatch.setattr(native, "_load", lambda: ({}, "built without a compiler (test)"))
+
+
+def test_without_the_kernel_the_default_is_xla_and_asking_for_it_says_why(no_kernel):
+    assert ScanOptions().resolve("cpu").backend == "xla"
+    assert not native_backend().available
+    assert native_backend().reason == "built without a compiler (test)"
+    expect(
+        ValueError,
+        lambda: ScanOptions(backend="native").resolve("cpu"),
+        "backend='native' is unavailable",
+        "built without a compiler (test)",
+    )
+
+
+@pytest.mark.parametrize("platform", ["gpu", "tpu"])
+def test_native_is_refused_off_the_cpu_and_never_the_default_there(platform):
+    assert ScanOptions().resolve(platform).backend == "xla"
+    expect(
+        ValueError,
+        lambda: ScanOptions(backend="native").resolve(platform),
+        "backend='native' runs on the CPU only",
+        repr(platform),
+    )
+
+
+def test_default_backend_changes_what_none_means_and_restores_it():
+    before = ScanOptions().resolve("cpu").backend
+    with default_backend("xla"):
+        assert ScanOptions().resolve("cpu").backend == "xla"
+        assert ScanOptions(backend="native").resolve("cpu").backend == "native" or not (
+            native_backend().available
+        )
+    assert ScanOptions().resolve("cpu").backend == before
+    expect(ValueError, lambda: default_backend("cuda").__enter__(), "backend", "got 'cuda'")
+
+
+RUNS_NATIVE = {
+    # id: (options, dtype, forward_mode, expected)
+    "float32": (ScanOptions(backend="native"), jnp.float32, False, True),
+    "xla": (ScanOptions(backend="xla"), jnp.float32, False, False),
+    "float64": (ScanOptions(backend="native"), jnp.float64, False, False),
+    "bfloat16": (ScanOptions(backend="native"), jnp.bfloat16, False, False),
+    "remat": (ScanOptions(backend="native", remat=True), jnp.float32, False, False),
+    "no custom_vjp": (ScanOptions(backend="native", custom_vjp=False), jnp.float32, False, False),
+    "forward mode": (ScanOptions(backend="native"), jnp.float32, True, False),
+}
+
+
+@pytest.mark.parametrize("case", RUNS_NATIVE.values(), ids=RUNS_NATIVE.keys())
+def test_runs_native_only_where_the_kernel_supports_the_call(case):
+    options, dtype, forward_mode, expected = case
+    assert runs_native(options, dtype, forward_mode=forward_mode) is expected
 
 
 @pytest.mark.parametrize("backend", DEFAULTS)

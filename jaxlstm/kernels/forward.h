@@ -1,0 +1,186 @@
+// The forward recurrence of one layer and direction. Each slot of the team owns a range of
+// blocks of N hidden units: it packs the i, f, g, o columns of W_hh for its units once, then
+// at every step computes its units' gates (matmul of all of h with its panel, plus the input
+// projection), activates them and updates c and h, all in registers. One barrier per step
+// (two with a projection, whose outputs each slot computes for its own range of columns).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "activations.h"
+#include "kernels.h"
+#include "matmul.h"
+#include "partition.h"
+#include "team.h"
+
+namespace jaxlstm {
+
+template <class V>
+class Forward {
+ public:
+  using T = typename V::T;
+  using Act = Activations<V>;
+  static constexpr int N = V::N;
+
+  Forward(const ForwardArgs& a, int slots)
+      : a_(a),
+        d_(a.d),
+        hout_(a.d.hout()),
+        unit_blocks_(blocks_of(a.d.H, N)),
+        out_blocks_(blocks_of(a.d.P, N)),
+        slots_(slots),
+        gate_panels_(size_t(unit_blocks_) * hout_ * 4 * N),
+        proj_panels_(size_t(out_blocks_) * d_.H * N),
+        h_raw_(d_.P ? size_t(d_.B * d_.H) : 0) {}
+
+  void run(const Member& m) {
+    for (int s : m.slots) prepare(s);
+    for (int64_t t = 0; t < d_.T; ++t) {
+      for (int s : m.slots) gates_step(s, t);
+      if (d_.P) {
+        m.barrier->wait();
+        for (int s : m.slots) projection_step(s, t);
+      }
+      m.barrier->wait();
+    }
+    if (a_.cs) {
+      for (int s : m.slots) finish(s);
+    }
+  }
+
+ private:
+  const float* h_prev(int64_t t) const { return t == 0 ? a_.h0 : a_.hs + (t - 1) * d_.B * hout_; }
+  const float* c_prev(int64_t t) const {
+    if (!a_.cs) return a_.c_n;  // inference: c_n is the running state
+    return t == 0 ? a_.c0 : a_.cs + (t - 1) * d_.B * d_.H;
+  }
+  float* c_out(int64_t t) const { return a_.cs ? a_.cs + t * d_.B * d_.H : a_.c_n; }
+  bool valid(int64_t t, int64_t b) const { return !a_.mask || a_.mask[t * d_.B + b]; }
+
+  // Packs this slot's panels; without kept states, starts its units' running c at c0.
+  void prepare(int s) {
+    const Range units = share(unit_blocks_, slots_, s);
+    for (int64_t ub = units.begin; ub < units.end; ++ub) {
+      pack_panel(a_.w_hh, hout_, 1, hout_, gate_panel(ub, d_.H, N), N,
+                 gate_panels_.data() + ub * hout_ * 4 * N);
+    }
+    if (d_.P) {
+      for_each_panel(share(out_blocks_, slots_, s), d_.P, N, [&](const Panel& p, int64_t b0) {
+        pack_panel(a_.w_hr, d_.H, 1, d_.H, p, N, proj_panels_.data() + b0 * d_.H * N);
+      });
+    }
+    if (!a_.cs) {
+      const int64_t u0 = units.begin * N, u1 = std::min(units.end * N, d_.H);
+      for (int64_t b = 0; b < d_.B; ++b)
+        std::copy(a_.c0 + b * d_.H + u0, a_.c0 + b * d_.H + u1, a_.c_n + b * d_.H + u0);
+    }
+  }
+
+  void gates_step(int s, int64_t t) {
+    const Range units = share(unit_blocks_, slots_, s);
+    const float* h = h_prev(t);
+    for (int64_t ub = units.begin; ub < units.end; ++ub) {
+      const float* panel = gate_panels_.data() + ub * hout_ * 4 * N;
+      for (int64_t b0 = 0; b0 < d_.B; b0 += V::kRows) {
+        const int rows = int(std::min<int64_t>(V::kRows, d_.B - b0));
+        with_count<V::kRows>(rows, [&](auto r_count) {
+          constexpr int R = decltype(r_count)::value;
+          T acc[R][4];
+          tile<V, R, 4>(h + b0 * hout_, hout_, hout_, panel, acc);
+          for (int r = 0; r < R; ++r) update(t, b0 + r, ub, acc[r]);
+        });
+      }
+    }
+  }
+
+  // The gate update of one batch row and one block of units, from its gates' h @ W_hh^T.
+  void update(int64_t t, int64_t b, int64_t ub, const T (&acc)[4]) {
+    const int64_t H = d_.H, u0 = ub * N;
+    const int n = int(std::min<int64_t>(N, H - u0));
+    const int64_t row = t * d_.B + b;
+    const float* xp = a_.xproj + row * 4 * H + u0;
+    const T i = Act::sigmoid(V::add(acc[0], V::loadn(xp, n)));
+    const T f = Act::sigmoid(V::add(acc[1], V::loadn(xp + H, n)));
+    const T g = Act::tanh(V::add(acc[2], V::loadn(xp + 2 * H, n)));
+    const T o = Act::sigmoid(V::add(acc[3], V::loadn(xp + 3 * H, n)));
+    const T cp = V::loadn(c_prev(t) + b * H + u0, n);
+    T c = V::fmadd(f, cp, V::mul(i, g));
+    const T tc = Act::tanh(c);
+    T h = V::mul(o, tc);
+    if (a_.gates) {
+      float* gp = a_.gates + row * 4 * H + u0;
+      V::storen(gp, i, n);
+      V::storen(gp + H, f, n);
+      V::storen(gp + 2 * H, g, n);
+      V::storen(gp + 3 * H, o, n);
+      V::storen(a_.tanh_c + row * H + u0, tc, n);
+    }
+    if (!valid(t, b)) {  // past the sequence's end: the carry stays
+      c = cp;
+      if (!d_.P) h = V::loadn(h_prev(t) + b * H + u0, n);
+    }
+    V::storen(c_out(t) + b * H + u0, c, n);
+    V::storen(d_.P ? h_raw_.data() + b * H + u0 : a_.hs + row * H + u0, h, n);
+  }
+
+  // h = h_raw @ W_hr^T for this slot's output columns.
+  void projection_step(int s, int64_t t) {
+    const float* h = h_prev(t);
+    float* out = a_.hs + t * d_.B * hout_;
+    for_each_panel(share(out_blocks_, slots_, s), d_.P, N, [&](const Panel& p, int64_t b0) {
+      const float* panel = proj_panels_.data() + b0 * d_.H * N;
+      for (int64_t r0 = 0; r0 < d_.B; r0 += V::kRows) {
+        const int rows = int(std::min<int64_t>(V::kRows, d_.B - r0));
+        with_count<V::kRows>(rows, [&](auto r_count) {
+          with_count<4>(p.count, [&](auto c_count) {
+            constexpr int R = decltype(r_count)::value, C = decltype(c_count)::value;
+            T acc[R][C];
+            tile<V, R, C>(h_raw_.data() + r0 * d_.H, d_.H, d_.H, panel, acc);
+            for (int r = 0; r < R; ++r) {
+              const int64_t b = r0 + r;
+              for (int v = 0; v < C; ++v) {
+                const int64_t col = p.col0[v];
+                const T y = valid(t, b) ? acc[r][v] : V::loadn(h + b * hout_ + col, p.valid[v]);
+                V::storen(out + b * hout_ + col, y, p.valid[v]);
+              }
+            }
+          });
+        });
+      }
+    });
+  }
+
+  // With kept states: c_n is the last step's c.
+  void finish(int s) {
+    const Range units = share(unit_blocks_, slots_, s);
+    const int64_t u0 = units.begin * N, u1 = std::min(units.end * N, d_.H);
+    const float* last = a_.cs + (d_.T - 1) * d_.B * d_.H;
+    for (int64_t b = 0; b < d_.B; ++b)
+      std::copy(last + b * d_.H + u0, last + b * d_.H + u1, a_.c_n + b * d_.H + u0);
+  }
+
+  const ForwardArgs& a_;
+  const Dims d_;
+  const int64_t hout_, unit_blocks_, out_blocks_;
+  const int slots_;
+  std::vector<float> gate_panels_, proj_panels_, h_raw_;
+};
+
+// The number of slots a call is cut into: no more than the blocks of units (or of
+// projection outputs) that there are to share.
+inline int forward_slots(const Dims& d, int lanes, int max_workers) {
+  int64_t blocks = blocks_of(d.H, lanes);
+  if (d.P) blocks = std::min(blocks, blocks_of(d.P, lanes));
+  return int(std::max<int64_t>(1, std::min<int64_t>(max_workers, blocks)));
+}
+
+template <class V>
+void forward(const ForwardArgs& a, const Threads& threads) {
+  const int slots = forward_slots(a.d, V::N, threads.max_workers);
+  Forward<V> kernel(a, slots);
+  run_team(slots, threads, [&](const Member& m) { kernel.run(m); });
+}
+
+}  // namespace jaxlstm
