@@ -20,6 +20,20 @@ def dtype(request):
         yield request.param
 
 
+@pytest.fixture(scope="module", params=["native", "xla"])
+def backend(request):
+    """Each test of a module using it runs with the recurrence on the native CPU kernel and on
+    XLA's scan (`ScanOptions(backend=None)` means the parameter); native is skipped where the
+    kernel is not built. Module-scoped, so hypothesis' tests can use it too."""
+    from jaxlstm import native_backend
+    from jaxlstm.options import default_backend
+
+    if request.param == "native" and not native_backend().available:
+        pytest.skip(f"the native kernel is unavailable: {native_backend().reason}")
+    with default_backend(request.param):
+        yield request.param
+
+
 _CACHE_OPTIONS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
 
 

@@ -29,6 +29,9 @@ from tests.harness import (
     run_torch,
 )
 
+# Every test here runs on both recurrence backends (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("backend")
+
 torch = pytest.importorskip("torch")
 
 T, B, I, H, P = 5, 3, 4, 6, 3

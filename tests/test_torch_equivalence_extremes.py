@@ -27,6 +27,9 @@ from tests.harness import (
     run_torch,
 )
 
+# Every test here runs on both recurrence backends (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("backend")
+
 pytest.importorskip("torch")
 
 

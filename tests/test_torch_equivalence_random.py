@@ -34,6 +34,9 @@ from tests.harness import (  # noqa: E402
     run_torch,
 )
 
+# Every test here runs on both recurrence backends (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("backend")
+
 # Largest allowed max|jax - torch| / max(1, max|torch|), for outputs and for gradients
 # (TOLERANCES["float32-scaled"] and ["float64-scaled"] say why).
 TOLERANCE = {d: TOLERANCES[f"{d}-scaled"]["deviation"] for d in ("float32", "float64")}
