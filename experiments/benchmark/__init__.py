@@ -56,15 +56,9 @@ from typing import Any
 
 import jax
 
+from experiments.benchmark import environment
 from experiments.benchmark.cli import parse_args
 from experiments.benchmark.configs import JAX_PRECISION, XLA_IMPL
-from experiments.benchmark.environment import (
-    backend_text,
-    environment,
-    environment_line,
-    load_average,
-    load_warning,
-)
 from experiments.benchmark.outputs import result_record, write_outputs
 from experiments.benchmark.report import bounds_text, markdown_table, summary, table_caption
 from experiments.benchmark.run import run_benchmark
@@ -88,23 +82,28 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         from experiments.baseline import load_baseline
 
         baseline = load_baseline(args.baseline)
-    env = environment(args.precision, baseline, args.scan)
-    log(environment_line(env))
-    if warning := load_warning(env):
+    env = environment.environment(args.precision, baseline, args.scan)
+    log(environment.environment_line(env))
+    if warning := environment.load_warning(env):
         log(warning)
     peak = measure_peak(quick=args.quick)
     print("\n".join(bounds_text(peak, args.configs)))
     cells = run_benchmark(args, log, baseline)
     base_name = None if baseline is None else baseline.name
     table = markdown_table(cells, peak, env["torch_threads"], base_name, args.profile)
-    line = summary(cells, base_name, peak, backend_text(env))
+    line = summary(cells, base_name, peak, environment.backend_text(env))
     measured = {c.impl for c in cells if c.median_s}
     xla = {"jaxlstm", XLA_IMPL} <= measured
     caption = table_caption(env["torch_threads"], base_name, args.profile, xla, peak.label)
-    head = [environment_line(env), load_warning(env), *bounds_text(peak, args.configs), caption]
+    head = [
+        environment.environment_line(env),
+        environment.load_warning(env),
+        *bounds_text(peak, args.configs),
+        caption,
+    ]
     report = "\n\n".join([text for text in head if text] + [table, line])
     print(f"\n{caption}\n\n{table}\n\n{line}")
-    env["load_average_at_end"] = load_average()
+    env["load_average_at_end"] = environment.load_average()
     result = result_record(args, env, peak, cells, base_name, line)
     paths = write_outputs(args, result, report, cells, base_name)
     log(f"wrote {', '.join(paths)}")

@@ -21,7 +21,7 @@ from experiments.benchmark.configs import (
 )
 from jaxlstm.options import BACKENDS
 
-__all__ = ["DESCRIPTION", "EPILOG", "parse_args", "parser"]
+__all__ = ["DESCRIPTION", "EPILOG", "default_impls", "parse_args", "parser"]
 
 DESCRIPTION = (
     "Side-by-side LSTM benchmark: jaxlstm vs torch `nn.LSTM`, flax `RNN`, `jax.experimental.rnn`."

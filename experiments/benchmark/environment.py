@@ -15,6 +15,7 @@ import jaxlstm
 
 __all__ = [
     "QUIET_LOAD",
+    "backend_text",
     "device_text",
     "environment",
     "environment_line",

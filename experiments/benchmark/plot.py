@@ -12,7 +12,7 @@ from experiments.benchmark.cells import Cell, speedup, torch_label, torch_refere
 from experiments.benchmark.configs import CONFIGS, MODES, TORCH_IMPLS, XLA_IMPL
 from experiments.benchmark.environment import QUIET_LOAD, backend_text, device_text
 
-__all__ = ["WIDTH_IN", "FONT_PT", "MODE_TITLES", "TORCH_LINE", "figure"]
+__all__ = ["FONT_PT", "MODE_TITLES", "TORCH_LINE", "WIDTH_IN", "figure"]
 
 # The smallest text in the figure, in points (at the saved 120 dpi: 17 pixels high).
 FONT_PT = 10

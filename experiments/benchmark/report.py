@@ -44,7 +44,7 @@ def _fmt_rate(c: Cell, peak: Peak) -> str:
     rate, share = achieved_gflops(c), peak_share(c, peak.gflops)
     if rate is None or share is None:
         return "—"
-    return f"{rate:.3g} ({share:.0%})" if rate < 100 else f"{rate:.0f} ({share:.0%})"
+    return f"{rate:.3g} ({_fmt_share(share)})" if rate < 100 else f"{rate:.0f} ({share:.0%})"
 
 
 def _has_xla_pair(cells: Sequence[Cell]) -> bool:
@@ -192,16 +192,22 @@ def _versus_torch(cells: Sequence[Cell]) -> str:
     return "jaxlstm vs torch, " + "; ".join(parts) if parts else "no jaxlstm/torch pairs measured"
 
 
+def _fmt_share(share: float) -> str:
+    return f"{share:.0%}" if share >= 0.01 else "<1%"
+
+
 def _peak_shares(cells: Sequence[Cell], peak: Peak) -> str:
-    """`jaxlstm fwd at 45% of the sgemm peak on medium, 50% on deepbench` ("" if none)."""
+    """`jaxlstm fwd share of the sgemm peak (197 GFLOP/s): medium 45%, deepbench 50%`, over
+    the compute-bound configs ("" if none was measured)."""
     shares = [
-        f"{share:.0%} on {c.config}"
+        f"{c.config} {_fmt_share(share)}"
         for c in cells
         if (c.impl, c.mode) == ("jaxlstm", "fwd")
         and CONFIGS[c.config].compute_bound
         and (share := peak_share(c, peak.gflops)) is not None
     ]
-    return f"jaxlstm fwd at {', '.join(shares)} of the {peak.label}" if shares else ""
+    head = f"jaxlstm fwd share of the {peak.label} ({peak.gflops:.0f} GFLOP/s)"
+    return f"{head}: {', '.join(shares)}" if shares else ""
 
 
 def summary(
