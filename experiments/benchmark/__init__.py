@@ -34,9 +34,14 @@ implementation, mode) cell it reports:
 Modes: `fwd` (the output) and `fwd+bwd` (the gradient of `sum(out)` with respect to every
 parameter and the input). The machine's peak ("sgemm peak", the rate of a large float32
 matmul) is measured at the start and each compute-bound config's FLOP-time bound (its matmul
-FLOPs at that rate) is printed, so the
-distance from the hardware's limit is visible next to the distance from torch. The load average
-is printed too, with a warning when other work is running.
+FLOPs at that rate) is printed, so the distance from the hardware's limit is visible next to
+the distance from torch. The load average is printed too, with a warning when other work is
+running.
+
+Implementations: `jaxlstm` (the working tree's, at the library's recurrence backend dispatch,
+or the one `--backend` names), `jaxlstm-xla` (the same with `ScanOptions(backend="xla")`, so
+both backends are timed in one run), `jaxlstm@<hash>` (`--baseline`), torch `nn.LSTM` as
+`torch` and `torch-1t`, flax `RNN(OptimizedLSTMCell)` and `jax.experimental.rnn` (GPU).
 
 Writes `benchmark.md` (the table), `benchmark.json` (every timing) and `benchmark.png` (per
 mode, each implementation's speed relative to torch per config, log scale) into `--out-dir`.

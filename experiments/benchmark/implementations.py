@@ -22,6 +22,7 @@ from experiments.benchmark.timing import CompiledCall, jax_sync
 from jaxlstm import LSTMConfig, init_params, lstm
 
 __all__ = [
+    "Built",
     "build_baseline",
     "build_cudnn",
     "build_flax",
@@ -31,6 +32,11 @@ __all__ = [
     "make_builders",
     "unsupported",
 ]
+
+
+# What a builder returns: `(run, compile_s, sync)`: a no-argument call running one timed call,
+# the compile seconds (None: nothing compiled ahead, e.g. torch), and the wait for a result.
+Built = tuple[Callable[[], Any], float | None, Callable[[Any], Any]]
 
 
 def jax_dtype(precision: str) -> Any:
@@ -68,7 +74,7 @@ def _input(cfg: BenchConfig, dtype: Any) -> jax.Array:
 
 def build_jaxlstm(
     cfg: BenchConfig, precision: str, mode: str, scan: jaxlstm.ScanOptions | None = None
-):
+) -> Built:
     """The working tree's `jaxlstm.lstm`, run with `scan` (None: the backend's defaults)."""
     config = LSTMConfig(
         cfg.input_size,
@@ -86,7 +92,7 @@ def build_jaxlstm(
     return (*jax_runner(apply, params, _input(cfg, dtype), mode), jax_sync)
 
 
-def build_baseline(cfg: BenchConfig, precision: str, mode: str, module: Any):
+def build_baseline(cfg: BenchConfig, precision: str, mode: str, module: Any) -> Built:
     """`module.lstm` of a `--baseline` revision, through the API every revision has
     (`LSTMConfig`, `init_params(key, config, dtype)`, `lstm(params, x, config=...)`), with that
     revision's default options (`proj_size` passed only when the config has one)."""
@@ -107,7 +113,7 @@ def build_baseline(cfg: BenchConfig, precision: str, mode: str, module: Any):
     return (*jax_runner(apply, params, _input(cfg, dtype), mode), jax_sync)
 
 
-def build_flax(cfg: BenchConfig, precision: str, mode: str):
+def build_flax(cfg: BenchConfig, precision: str, mode: str) -> Built:
     """flax `nnx.RNN(OptimizedLSTMCell)` per layer (and `nnx.Bidirectional`), time-major."""
     from flax import nnx
 
@@ -144,7 +150,7 @@ def build_flax(cfg: BenchConfig, precision: str, mode: str):
     return (*jax_runner(apply, params, _input(cfg, dtype), mode), jax_sync)
 
 
-def build_cudnn(cfg: BenchConfig, precision: str, mode: str):
+def build_cudnn(cfg: BenchConfig, precision: str, mode: str) -> Built:
     """`jax.experimental.rnn.lstm` (cuDNN); batch-first, weights as one flat vector."""
     from jax.experimental import rnn
 
@@ -180,7 +186,7 @@ def build_cudnn(cfg: BenchConfig, precision: str, mode: str):
     return (*jax_runner(apply, weights, x, mode), jax_sync)
 
 
-def build_torch(cfg: BenchConfig, precision: str, mode: str, threads: int | None = None):
+def build_torch(cfg: BenchConfig, precision: str, mode: str, threads: int | None = None) -> Built:
     """torch `nn.LSTM`; `threads` pins its CPU intra-op threads (None: torch's default)."""
     torch = import_torch()
     if torch is None:
