@@ -46,7 +46,7 @@ def torch_reference(cells: Sequence[Cell], cell: Cell) -> Cell | None:
         for c in cells
         if c.config == cell.config and c.mode == cell.mode and c.impl in TORCH_IMPLS and c.median_s
     ]
-    return min(measured, key=lambda c: c.median_s, default=None)
+    return min(measured, key=lambda c: c.median_s or math.inf, default=None)
 
 
 def ratio(reference: Cell | None, cell: Cell) -> float | None:

@@ -239,7 +239,7 @@ def make_builders(scan: jaxlstm.ScanOptions, baseline: Any = None) -> dict[str, 
     `jaxlstm` runs with `scan` as given (its backend None: the library's dispatch);
     `jaxlstm-xla` with the same options but `backend="xla"`.
     """
-    builders = {
+    builders: dict[str, Callable] = {
         "jaxlstm": functools.partial(build_jaxlstm, scan=scan),
         XLA_IMPL: functools.partial(build_jaxlstm, scan=dataclasses.replace(scan, backend="xla")),
         "torch": build_torch,

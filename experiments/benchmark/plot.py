@@ -70,7 +70,7 @@ def _group_note(cells: Sequence[Cell], config: str, mode: str) -> str:
     reference time, and each other jaxlstm run's time over jaxlstm's (> 1: jaxlstm faster)."""
     mine = _find(cells, config, "jaxlstm", mode)
     ref = torch_reference(cells, mine) if mine else None
-    lines = [] if ref is None else [f"torch {ref.median_s * 1e3:.3g} ms"]
+    lines = [] if ref is None or not ref.median_s else [f"torch {ref.median_s * 1e3:.3g} ms"]
     ratios = []
     for other in _others(_impls(cells)):
         theirs = _find(cells, config, other, mode)
@@ -94,12 +94,14 @@ def _bar(ax: Any, y: float, r: float, height: float, color: str, label: str | No
     )
 
 
-def _panel(ax: Any, cells: Sequence[Cell], mode: str, rows: _Rows, threads: Any) -> list:
+def _panel(
+    ax: Any, cells: Sequence[Cell], mode: str, rows: _Rows, threads: int | None
+) -> list[float]:
     """One mode's bars and notes; returns the ratios drawn (for the common x range)."""
     height = 0.9 * rows.bars / len(rows.impls)
-    drawn = []
+    drawn: list[float] = []
     for j, impl in enumerate(rows.impls):
-        label = _label(impl, threads)
+        label: str | None = _label(impl, threads)
         for i, config in enumerate(rows.configs):
             cell = _find(cells, config, impl, mode)
             if cell is None or (r := speedup(cells, cell)) is None:
@@ -205,7 +207,7 @@ def figure(cells: Sequence[Cell], env: dict[str, Any], baseline: str | None = No
     fig, axes = plt.subplots(
         1, len(modes), figsize=size, squeeze=False, sharex=True, sharey=True, layout="constrained"
     )
-    drawn = []
+    drawn: list[float] = []
     for ax, mode in zip(axes[0], modes, strict=True):
         drawn += _panel(ax, cells, mode, rows, env.get("torch_threads"))
     _x_axis(axes[0, 0], drawn)
