@@ -156,7 +156,8 @@ def _split_list(field: str, text: str, allowed: Sequence[str]) -> list[str]:
 def default_impls(scan: jaxlstm.ScanOptions) -> list[str]:
     """Every implementation, but `jaxlstm-xla` only where `jaxlstm` (run with `scan`) does
     not resolve to the XLA backend already (it would time the same program twice)."""
-    same = scan.resolve().backend == "xla"
+    backend = scan.backend if scan.backend is not None else scan.resolve().backend
+    same = backend == "xla"
     return [i for i in IMPLS if not (same and i == XLA_IMPL)]
 
 
