@@ -1,26 +1,26 @@
-"""experiments.benchmark: a --quick run with a --baseline writes its table, JSON and plot, states
-torch's thread counts and the load, and rejects bad flags in one line with exit status 2."""
+"""experiments.benchmark end to end: a --quick run with a --baseline and jaxlstm-xla writes its
+table, JSON and plot, states torch's thread counts, the load and jaxlstm's backend, times
+both recurrence backends side by side and reports each cell's share of the sgemm peak."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
-import jax
-import jax.numpy as jnp
 import pytest
 
+import jaxlstm
 from experiments import benchmark, training
-from tests.harness import ROOT, assert_png, subprocess_env
+from experiments.benchmark import cells as cells_
+from experiments.benchmark import configs, environment, plot
+from tests.harness import assert_png
 
 pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    """`--quick --profile` on the sine config with torch at both thread settings and jaxlstm
-    at HEAD."""
+    """`--quick --profile` on the sine config with jaxlstm on both backends, torch at both
+    thread settings and jaxlstm at HEAD."""
     out = tmp_path_factory.mktemp("bench")
     argv = [
         "--quick",
@@ -28,13 +28,17 @@ def quick_run(tmp_path_factory):
         "--configs",
         "sine",
         "--impls",
-        "jaxlstm,torch,torch-1t",
+        "jaxlstm,jaxlstm-xla,torch,torch-1t",
         "--baseline",
         "HEAD",
         "--out-dir",
         str(out),
     ]
     return {"out": out, "result": benchmark.main(argv)}
+
+
+def _cell(result, impl, mode):
+    return next(c for c in result["cells"] if (c["impl"], c["mode"]) == (impl, mode))
 
 
 def test_quick_run_writes_table_json_and_plot(quick_run):
@@ -44,10 +48,17 @@ def test_quick_run_writes_table_json_and_plot(quick_run):
     assert "| sine | jaxlstm | fwd+bwd |" in table
     assert_png(out / "benchmark.png")
     cells = {(c["impl"], c["mode"]): c for c in result["cells"]}
-    for mode in benchmark.MODES:
+    for mode in configs.MODES:
         assert cells[("jaxlstm", mode)]["median_s"] > 0
         assert cells[("jaxlstm", mode)]["speedup_vs_torch"] > 0
-        assert cells[("jaxlstm", mode)]["torch_reference"] in benchmark.TORCH_IMPLS
+        assert cells[("jaxlstm", mode)]["torch_reference"] in configs.TORCH_IMPLS
+    assert result["summary"].startswith("summary: ") and "\n" not in result["summary"]
+    assert (out / "benchmark.md").read_text().rstrip().endswith(result["summary"])
+
+
+def test_plot_is_at_most_1800_pixels_wide(quick_run):
+    image = training.pyplot().imread(str(quick_run["out"] / "benchmark.png"))
+    assert 300 <= image.shape[1] <= 1800, image.shape
 
 
 def test_profile_reports_the_time_matmuls_run(quick_run):
@@ -62,45 +73,6 @@ def test_profile_reports_the_time_matmuls_run(quick_run):
     assert "| matmul ms |" in table and "matmul ms: per call" in table
 
 
-HLO = """HloModule m
-
-%fused_computation (p0: f32[2,2], p1: f32[2,2]) -> f32[2,2] {
-  %p0 = f32[2,2]{1,0} parameter(0)
-  %p1 = f32[2,2]{1,0} parameter(1)
-  ROOT %dot.1 = f32[2,2]{1,0} dot(%p0, %p1), lhs_contracting_dims={1}, rhs_contracting_dims={0}
-}
-
-%fused_computation.1 (p0.1: f32[2,2]) -> f32[2,2] {
-  %p0.1 = f32[2,2]{1,0} parameter(0)
-  ROOT %tanh.1 = f32[2,2]{1,0} tanh(%p0.1)
-}
-
-ENTRY %main (a: f32[2,2], b: f32[2,2]) -> f32[2,2] {
-  %a = f32[2,2]{1,0} parameter(0)
-  %b = f32[2,2]{1,0} parameter(1)
-  %ynn_fusion = f32[2,2]{1,0} fusion(%a, %b), kind=kCustom, calls=%fused_computation
-  %dot.2 = f32[2,2]{1,0} dot(%a, %b), lhs_contracting_dims={1}, rhs_contracting_dims={0}
-  %add_fusion = f32[2,2]{1,0} fusion(%ynn_fusion, %dot.2), kind=kLoop, calls=%fused_computation.1
-  ROOT %tanh_fusion = f32[2,2]{1,0} fusion(%add_fusion), kind=kLoop, calls=%fused_computation.1
-}
-"""
-
-
-def test_matmul_instructions_are_dots_and_fusions_holding_one():
-    want = {"dot.1": "dot", "ynn_fusion": "fusion", "dot.2": "dot"}
-    assert benchmark.matmul_instructions(HLO) == want
-    compiled = jax.jit(lambda a, b: jnp.tanh(a @ b)).lower(jnp.ones((8, 8)), jnp.ones((8, 8)))
-    text = compiled.compile().as_text()
-    names = benchmark.matmul_instructions(text)
-    assert names and all(f"%{name} = " in text for name in names)
-    elementwise = jax.jit(jnp.tanh).lower(jnp.ones((8, 8))).compile().as_text()
-    assert benchmark.matmul_instructions(elementwise) == {}
-
-
-def test_covered_time_is_the_union_of_the_spans():
-    assert benchmark.union_length([(5, 6), (0, 2), (1, 3), (1.5, 2.5)]) == 4
-
-
 def test_table_states_torchs_threads_and_the_load(quick_run):
     result = quick_run["result"]
     env = result["environment"]
@@ -112,8 +84,8 @@ def test_table_states_torchs_threads_and_the_load(quick_run):
     assert "load average" in table.splitlines()[0]
     rows = [line for line in table.splitlines() if line.startswith("| sine | jaxlstm | fwd |")]
     reference = result["cells"][0]["torch_reference"]
-    assert benchmark.torch_label(reference, threads) in rows[0]
-    line = benchmark.environment_line(env)
+    assert cells_.torch_label(reference, threads) in rows[0]
+    line = environment.environment_line(env)
     assert f"({threads} threads by default)" in line and "load average" in line
 
 
@@ -123,10 +95,12 @@ def test_baseline_is_timed_beside_the_current_jaxlstm(quick_run):
     assert baseline["rev"] == "HEAD" and len(baseline["commit"]) == 40
     name = f"jaxlstm@{baseline['commit'][:7]}"
     impls = [c["impl"] for c in result["cells"] if c["mode"] == "fwd"]
-    assert impls == ["jaxlstm", name, "torch", "torch-1t"], "the baseline right after jaxlstm"
-    for mode in benchmark.MODES:
-        ours = next(c for c in result["cells"] if (c["impl"], c["mode"]) == ("jaxlstm", mode))
-        theirs = next(c for c in result["cells"] if (c["impl"], c["mode"]) == (name, mode))
+    assert impls == ["jaxlstm", name, "jaxlstm-xla", "torch", "torch-1t"], (
+        "the baseline right after jaxlstm"
+    )
+    for mode in configs.MODES:
+        ours = _cell(result, "jaxlstm", mode)
+        theirs = _cell(result, name, mode)
         assert theirs["median_s"] > 0 and theirs["compile_s"] > 0
         assert ours["speedup_vs_baseline"] == pytest.approx(theirs["median_s"] / ours["median_s"])
     table = (quick_run["out"] / "benchmark.md").read_text()
@@ -134,10 +108,41 @@ def test_baseline_is_timed_beside_the_current_jaxlstm(quick_run):
     assert f"jaxlstm vs {name}, fwd ×" in result["summary"]
 
 
+def test_both_backends_are_timed_and_compared(quick_run):
+    result = quick_run["result"]
+    env = result["environment"]
+    assert env["jaxlstm_backend"] == jaxlstm.ScanOptions().resolve().backend
+    assert env["jaxlstm_backend_requested"] is None
+    for mode in configs.MODES:
+        ours, xla = _cell(result, "jaxlstm", mode), _cell(result, "jaxlstm-xla", mode)
+        assert xla["median_s"] > 0 and xla["compile_s"] > 0
+        assert ours["speedup_vs_xla"] == pytest.approx(xla["median_s"] / ours["median_s"])
+        assert xla["speedup_vs_xla"] is None, "a ratio of jaxlstm rows only"
+    table = (quick_run["out"] / "benchmark.md").read_text()
+    assert "| × jaxlstm-xla |" in table and "× jaxlstm-xla: jaxlstm-xla's median" in table
+    assert "jaxlstm vs jaxlstm-xla, fwd ×" in result["summary"]
+    backend = f"jaxlstm backend {env['jaxlstm_backend']} (the library's dispatch)"
+    assert backend in result["summary"] and backend in table.splitlines()[0]
+
+
+def test_cells_report_their_flop_rate_and_share_of_the_sgemm_peak(quick_run):
+    result = quick_run["result"]
+    peak = result["peak"]
+    assert peak["label"] == "sgemm peak" and peak["gflops"] == result["sgemm_gflops"]["best"] > 0
+    sine = configs.CONFIGS["sine"]
+    for c in result["cells"]:
+        flops = sine.flops(c["mode"] == "fwd+bwd")
+        assert c["gflops"] == pytest.approx(flops / c["median_s"] / 1e9), c
+        assert c["peak_share"] == pytest.approx(c["gflops"] / peak["gflops"]), c
+    table = (quick_run["out"] / "benchmark.md").read_text()
+    assert "| GFLOP/s (% of peak) |" in table and "share of the sgemm peak" in table
+    assert "sgemm peak: " in table and " GFLOP/s (512³ float32 matmul, best of jax " in table
+
+
 def test_plot_is_labelled_and_shows_the_ratios(quick_run):
     result = quick_run["result"]
     cells = [
-        benchmark.Cell(
+        cells_.Cell(
             **{
                 k: c[k]
                 for k in ("config", "impl", "mode", "compile_s", "median_s", "times_s", "note")
@@ -146,60 +151,16 @@ def test_plot_is_labelled_and_shows_the_ratios(quick_run):
         for c in result["cells"]
     ]
     name = next(c.impl for c in cells if c.impl.startswith("jaxlstm@"))
-    fig = benchmark.figure(cells, result["environment"], name)
+    fig = plot.figure(cells, result["environment"], name)
     assert training.missing_labels(fig) == []
     ax = fig.axes[0]
-    assert "ms, log scale" in ax.get_ylabel() and ax.get_yscale() == "log"
-    legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert legend[:2] == ["jaxlstm", name] and any("1 thread" in t for t in legend)
+    assert "log scale" in ax.get_xlabel() and ax.get_xscale() == "log"
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[:3] == ["jaxlstm", name, "jaxlstm-xla"] and any("1 thread" in t for t in legend)
     notes = [t.get_text() for t in ax.texts]
-    assert any("torch ÷ jaxlstm ×" in t and f"{name} ÷ jaxlstm ×" in t for t in notes), notes
+    ours = _cell(result, "jaxlstm", "fwd")
+    assert f"×{ours['speedup_vs_torch']:.2f}" in notes, notes
+    note = next(t for t in notes if t.startswith("torch "))
+    assert f"{name} ÷ jaxlstm ×{ours['speedup_vs_baseline']:.2f}" in note, note
+    assert f"jaxlstm-xla ÷ jaxlstm ×{ours['speedup_vs_xla']:.2f}" in note, note
     training.pyplot().close(fig)
-
-
-def test_quick_picks_the_smallest_configs_and_few_calls():
-    args = benchmark.parse_args(["--quick"])
-    assert args.configs == ["sine", "digits"]
-    assert (args.repeats, args.warmup) == (3, 1) and args.out_dir == "runs/benchmark-quick"
-    assert benchmark.parse_args(["--quick", "--configs", "bidir"]).configs == ["bidir"]
-    assert benchmark.parse_args([]).out_dir == "runs/benchmark"
-
-
-def test_jaxlstm_flags_build_one_scan_options():
-    args = benchmark.parse_args(["--unroll", "4", "--no-custom-vjp", "--remat"])
-    assert args.scan == benchmark.jaxlstm.ScanOptions(unroll=4, custom_vjp=False, remat=True)
-    assert benchmark.parse_args([]).scan == benchmark.jaxlstm.ScanOptions()
-
-
-def test_load_warning_only_on_a_busy_machine():
-    env = {"load_average": [0.2, 0.1, 0.1], "cpu_count": 2}
-    assert benchmark.load_warning(env) is None
-    warning = benchmark.load_warning({**env, "load_average": [1.7, 1.0, 1.0]})
-    assert warning.startswith("warning: the load average is 1.70 (> 0.5)")
-
-
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["--configs", "huge"], "--configs must be a comma-separated list from"),
-        (["--modes", "bwd"], "--modes must be a comma-separated list from"),
-        (["--repeats", "0"], "--repeats must be positive, got 0"),
-        (["--unroll", "0"], "--unroll must be a positive integer, got 0"),
-        (["--precision", "fp8"], "argument --precision: invalid choice: 'fp8'"),
-        (["--baseline", "no-such-rev"], "--baseline must name a git revision"),
-    ],
-)
-def test_bad_flags_name_the_flag(argv, message):
-    with pytest.raises(training.UsageError, match=message):
-        benchmark.main(argv)
-
-
-def test_command_line_error_is_one_line_and_exit_status_2():
-    cmd = [sys.executable, "-m", "experiments.benchmark", "--configs", "sine,huge"]
-    done = subprocess.run(
-        cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 2, done.stderr[-3000:]
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: --configs must be"), done.stderr
-    assert "got 'sine,huge'" in lines[0]
