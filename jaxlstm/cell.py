@@ -373,7 +373,7 @@ def lstm_cell(
             shape of x or hx does not match the parameters.
         TypeError: params is not a mapping, x is not floating point, or hx is not a pair.
 
-    Example:
+    Examples:
         >>> p = {"weight_ih": jnp.ones((8, 3)), "weight_hh": jnp.ones((8, 2))}
         >>> h, c = lstm_cell(p, jnp.zeros((5, 3)))
         >>> h.shape, c.shape

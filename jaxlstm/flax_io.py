@@ -71,7 +71,7 @@ def cell_from_flax(cell_params: Mapping[str, Any]) -> dict[str, np.ndarray]:
     Raises:
         ValueError: the tree is neither layout, or its shapes disagree.
 
-    Example:
+    Examples:
         >>> H, I = 2, 3
         >>> tree = {f"i{g}": {"kernel": np.ones((I, H))} for g in "ifgo"}
         >>> tree |= {f"h{g}": {"kernel": np.ones((H, H)), "bias": np.zeros(H)} for g in "ifgo"}
@@ -308,7 +308,7 @@ def from_flax(module: Any, variables: Any = None, *, rngs: Any = None) -> Any:
             input size is not the previous layer's output size, non-default activations, a
             reversed `RNN`, or a `merge_fn` other than concatenation.
 
-    Example:
+    Examples:
         >>> rnn = flax.linen.RNN(flax.linen.LSTMCell(8))  # doctest: +SKIP
         >>> variables = rnn.init(jax.random.key(0), x)  # doctest: +SKIP
         >>> lstm = jaxlstm.from_flax(rnn, variables)  # doctest: +SKIP
@@ -468,7 +468,7 @@ def to_flax(
         ValueError: `proj_size > 0`, an unknown `api`/`cell`, contradictory `batch_first`.
         TypeError: `model` is not a jaxlstm module or parameter dict.
 
-    Example:
+    Examples:
         >>> lstm = jaxlstm.LSTM(3, 8, rngs=nnx.Rngs(0))  # doctest: +SKIP
         >>> rnn, variables = to_flax(lstm, api="linen")  # doctest: +SKIP
     """
@@ -564,7 +564,7 @@ def hx_from_flax(carries: Any) -> tuple[jax.Array, jax.Array]:
     Raises:
         ValueError: the carries are not pairs of arrays.
 
-    Example:
+    Examples:
         >>> c, h = jnp.zeros((2, 5)), jnp.ones((2, 5))
         >>> h0, c0 = hx_from_flax((c, h))
         >>> h0.shape, float(h0.sum())

@@ -54,7 +54,7 @@ def torch_uniform(hidden_size: int) -> Initializer:
     Returns:
         `init(key, shape, dtype=jnp.float32)`; it draws in at least float32, then casts.
 
-    Example:
+    Examples:
         >>> w = torch_uniform(16)(jax.random.key(0), (64, 8))
         >>> bool(jnp.abs(w).max() <= 0.25)
         True
@@ -120,7 +120,7 @@ def init_params(
             floating-point dtype, or an initializer is not callable.
         ValueError: an initializer returned an array of the wrong shape.
 
-    Example:
+    Examples:
         >>> params = init_params(jax.random.key(0), LSTMConfig(3, 5))
         >>> params["weight_ih_l0"].shape
         (20, 3)

@@ -77,7 +77,7 @@ def lstm(
         `h_0`/`c_0`, zero gradients) and a length > T acts as T. `jaxlstm.checked.lstm`
         checks the values inside the compiled program.
 
-    Example:
+    Examples:
         >>> cfg = LSTMConfig(3, 5, num_layers=2)
         >>> params = init_params(jax.random.key(0), cfg)
         >>> out, (h_n, c_n) = lstm(params, jnp.zeros((7, 2, 3)), config=cfg)

@@ -139,7 +139,7 @@ class LSTM(_TorchNamedParams):
         TypeError, ValueError: invalid structural arguments (see `LSTMConfig`), `rngs` is not
             an `nnx.Rngs`, or an initializer is not callable.
 
-    Example:
+    Examples:
         >>> lstm = LSTM(12, 10, num_layers=3, batch_first=True, rngs=nnx.Rngs(0))
         >>> out, (h_n, c_n) = lstm(jnp.zeros((2, 4, 12)))
         >>> out.shape, h_n.shape, c_n.shape
@@ -275,7 +275,7 @@ class LSTMCell(_TorchNamedParams):
         TypeError, ValueError: a size is not a positive int, bias is not a bool, `rngs` is not
             an `nnx.Rngs`, or an initializer is not callable.
 
-    Example:
+    Examples:
         >>> cell = LSTMCell(10, 20, rngs=nnx.Rngs(0))
         >>> h, c = cell(jnp.zeros((3, 10)))
         >>> h.shape, c.shape
@@ -361,7 +361,7 @@ def from_params(
             parameters are not floating point.
         ValueError: names or shapes do not match `config` (all listed).
 
-    Example:
+    Examples:
         >>> cfg = LSTMConfig(3, 4)
         >>> model = from_params(jaxlstm.init_params(jax.random.key(0), cfg), cfg)
         >>> model.hidden_size

@@ -615,7 +615,7 @@ def read_state_dict(source: Any, *, prefix: str = "") -> dict[str, np.ndarray]:
             keys' first components).
         TypeError, FileNotFoundError: see `read_checkpoint`.
 
-    Example:
+    Examples:
         >>> read_state_dict({"model": {"head.weight": np.ones((2, 3))}}, prefix="model.head.")
         {'weight': array([[1., 1., 1.],
                [1., 1., 1.]])}
@@ -720,7 +720,7 @@ def find_lstms(source: Any) -> dict[str, LSTMConfig | LSTMCellConfig]:
     Raises:
         TypeError, FileNotFoundError, StateDictError: see `read_checkpoint`.
 
-    Example:
+    Examples:
         >>> sd = {"enc.weight_ih_l0": np.zeros((8, 3)), "enc.weight_hh_l0": np.zeros((8, 2))}
         >>> {p: c.hidden_size for p, c in find_lstms({"model": sd}).items()}
         {'model.enc.': 2}
