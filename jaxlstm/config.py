@@ -242,7 +242,10 @@ class LSTMCellConfig:
             `(4H,)`.
         """
         gates = 4 * self.hidden_size
-        shapes = {"weight_ih": (gates, self.input_size), "weight_hh": (gates, self.hidden_size)}
+        shapes: dict[str, tuple[int, ...]] = {
+            "weight_ih": (gates, self.input_size),
+            "weight_hh": (gates, self.hidden_size),
+        }
         if self.bias:
             shapes |= {"bias_ih": (gates,), "bias_hh": (gates,)}
         return shapes

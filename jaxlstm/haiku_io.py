@@ -42,8 +42,8 @@ def _module_sort_key(name: str) -> list[tuple[str, int]]:
     """Haiku numbers modules `lstm`, `lstm_1`, `lstm_2`, ...: order by those numbers."""
     key = []
     for segment in name.split("/"):
-        m = re.fullmatch(r"(.*?)(?:_(\d+))?", segment)
-        key.append((m.group(1), int(m.group(2) or 0)))
+        m = re.fullmatch(r"(.*?)_(\d+)", segment)
+        key.append((m.group(1), int(m.group(2))) if m else (segment, 0))
     return key
 
 

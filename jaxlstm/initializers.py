@@ -30,6 +30,7 @@ __all__ = ["Initializer", "init_params", "torch_uniform"]
 
 Array = jax.Array
 Initializer = Callable[[Array, tuple[int, ...], Any], Array]
+"""JAX/Flax's initializer convention: `init(key, shape, dtype) -> array`."""
 
 _CHUNK = 1 << 14  # numbers per compiled draw
 
@@ -70,8 +71,8 @@ def torch_uniform(hidden_size: int) -> Initializer:
             stream = jnp.concatenate(chunks) if chunks else jnp.zeros(0, draw)
             return (stream[:size] * jnp.asarray(bound, draw)).reshape(shape).astype(dtype)
         # Concrete: slice and scale on the host, which compiles nothing per shape.
-        stream = np.concatenate([np.asarray(c) for c in chunks]) if chunks else np.zeros(0, draw)
-        return jnp.asarray((stream[:size] * np.asarray(bound, draw)).reshape(shape).astype(dtype))
+        host = np.concatenate([np.asarray(c) for c in chunks]) if chunks else np.zeros(0, draw)
+        return jnp.asarray((host[:size] * np.asarray(bound, draw)).reshape(shape).astype(dtype))
 
     return init
 

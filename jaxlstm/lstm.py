@@ -95,13 +95,14 @@ def lstm(
     h0, c0 = _initial_state(hx, config, inputs, dtype)
     mask = None if seq_lengths is None else _lengths_mask(seq_lengths, inputs)
     layer_input = inputs.x.astype(dtype)
-    h_n, c_n = [], []
+    h_n: list[Array] = []
+    c_n: list[Array] = []
     for k in range(config.num_layers):
         with jax.named_scope(f"layer_{k}"):
             weights = layer_weights(params, config, k, dtype)
             states = slice(k * config.num_directions, (k + 1) * config.num_directions)
             layer_input, h_k, c_k = lstm_layer(
-                weights, layer_input, h0[states], c0[states], mask=mask, scan=scan
+                weights, layer_input, tuple(h0[states]), tuple(c0[states]), mask=mask, scan=scan
             )
         h_n += h_k
         c_n += c_k

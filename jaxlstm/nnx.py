@@ -8,7 +8,7 @@ module from weights (`from_params`) lives here too, so every importer builds mod
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, overload
 
 import jax
 import jax.numpy as jnp
@@ -146,6 +146,8 @@ class LSTM(_TorchNamedParams):
         ((2, 4, 10), (3, 2, 10), (3, 2, 10))
     """
 
+    config: LSTMConfig
+
     def __init__(
         self,
         input_size: int,
@@ -282,6 +284,8 @@ class LSTMCell(_TorchNamedParams):
         ((3, 20), (3, 20))
     """
 
+    config: LSTMCellConfig
+
     def __init__(
         self,
         input_size: int,
@@ -330,6 +334,26 @@ class LSTMCell(_TorchNamedParams):
         params = self.params
         layer = {name: params[role] for role, name in layer_names(self.config).items()}
         return from_params(layer, self.config.as_lstm(batch_first=batch_first), dtype=self.dtype)
+
+
+@overload
+def from_params(
+    params: Mapping[str, Any],
+    config: LSTMConfig,
+    *,
+    dtype: Any = None,
+    rngs: nnx.Rngs | None = None,
+) -> LSTM: ...
+
+
+@overload
+def from_params(
+    params: Mapping[str, Any],
+    config: LSTMCellConfig,
+    *,
+    dtype: Any = None,
+    rngs: nnx.Rngs | None = None,
+) -> LSTMCell: ...
 
 
 def from_params(

@@ -52,8 +52,8 @@ __all__ = [
     "torch_state_dict",
 ]
 
-# What the weights cannot tell, settable by `from_torch(..., **overrides)`.
 OVERRIDES = ("batch_first", "dropout", "dtype", "param_dtype")
+"""What the weights cannot tell, settable by `from_torch(..., **overrides)`."""
 
 
 def _configured(weights: LSTMWeights, overrides: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
