@@ -25,9 +25,11 @@ Exit status: 0 on success; 2 on a user error (a bad flag, a missing or unreadabl
 LSTM under the prefix, an existing destination), with one line `error: ...` on stderr.
 
 Examples:
-    $ python -m jaxlstm.convert --list checkpoint.pt
-    $ python -m jaxlstm.convert checkpoint.pt lstm_ckpt --prefix model_state.lstm. --batch-first
-    $ python -m jaxlstm.convert lstm_ckpt lstm.safetensors
+    ```bash
+    python -m jaxlstm.convert --list checkpoint.pt
+    python -m jaxlstm.convert checkpoint.pt lstm_ckpt --prefix model_state.lstm. --batch-first
+    python -m jaxlstm.convert lstm_ckpt lstm.safetensors
+    ```
 """
 
 from __future__ import annotations

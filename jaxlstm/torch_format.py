@@ -107,12 +107,15 @@ _SAVE_ADVICE = (
 class Placeholder:
     """An object of a class the reader does not construct, kept as inert data.
 
-    Attributes (class level):
-        module: the module the file names, e.g. `"lightning.fabric.utilities.data"`.
-        qualname: the class or function name, e.g. `"AttributeDict"`.
+    Each class the file names gets its own subclass, whose class attributes `module` and
+    `qualname` say what it stands for; its instances record what the file did with them.
 
-    Attributes (instance):
-        args, kwargs: what the file passed when constructing or calling it.
+    Attributes:
+        module: (class level) the module the file names, e.g.
+            `"lightning.fabric.utilities.data"`.
+        qualname: (class level) the class or function name, e.g. `"AttributeDict"`.
+        args: what the file passed when constructing or calling it, positionally.
+        kwargs: what the file passed when constructing or calling it, by keyword.
         state: what the file set as its state (usually its `__dict__`), or None.
         items: entries the file set with `obj[key] = value` (dict subclasses).
         list_items: entries the file appended (list subclasses).

@@ -16,7 +16,7 @@ from typing import Any
 from mkdocs.exceptions import PluginError
 
 MARKER = re.compile(r"^<!-- cli-help: ([\w.]+) -->$", re.M)
-COLUMNS = "100"  # argparse wraps at the terminal width: fixed, so the output is reproducible
+COLUMNS = "80"  # argparse wraps at the terminal width: fixed (reproducible), and fits the page
 
 
 def help_text(module: str, root: str) -> str:

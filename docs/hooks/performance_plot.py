@@ -61,7 +61,7 @@ def draw(rows: list[dict[str, Any]]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 0.42 * len(rows) + 1.2))
+    fig, ax = plt.subplots(figsize=(10, 0.42 * len(rows) + 1.2))
     height = 0.8 / len(IMPLS)
     colors = ("tab:blue", "tab:orange", "tab:green", "tab:gray")
     for k, (impl, color) in enumerate(zip(IMPLS, colors, strict=True)):
@@ -82,7 +82,9 @@ def draw(rows: list[dict[str, Any]]) -> bytes:
     ax.set_xlabel("median time per call (ms, log scale; shorter is faster)")
     ax.set_title("The table above, drawn: CPU, float32")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    longest = max(row[impl] for row in rows for impl in IMPLS)
+    ax.set_xlim(right=longest * 10)  # room for the ratio beside the longest bar
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
     fig.tight_layout()
     out = io.BytesIO()
     fig.savefig(out, format="png", dpi=100)
