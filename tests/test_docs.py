@@ -15,6 +15,7 @@ import importlib
 import inspect
 import os
 import pkgutil
+import re
 import subprocess
 import sys
 import zlib
@@ -140,3 +141,13 @@ def test_command_line_help_is_on_the_cli_page(site, module):
     with open(os.path.join(site, "api", "cli", "index.html"), encoding="utf-8") as f:
         page = f.read()
     assert f"usage: python -m {module}" in page, f"--help of {module} is not on the page"
+
+
+def test_the_readmes_links_into_the_docs_resolve():
+    """The README is outside the site (the strict build does not see it): its links, here."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    links = re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", readme)
+    assert len(links) >= 10, links
+    missing = [link for link in links if not os.path.isfile(os.path.join(ROOT, link))]
+    assert not missing, f"README.md links to missing files: {missing}"
