@@ -11,6 +11,7 @@ public or internal here, so that a new module cannot ship undocumented by accide
 
 from __future__ import annotations
 
+import glob
 import importlib
 import inspect
 import os
@@ -151,3 +152,14 @@ def test_the_readmes_links_into_the_docs_resolve():
     assert len(links) >= 10, links
     missing = [link for link in links if not os.path.isfile(os.path.join(ROOT, link))]
     assert not missing, f"README.md links to missing files: {missing}"
+
+
+def test_docstrings_use_the_section_names_griffe_reads():
+    """`Examples:` is a section; `Example:` would render as a note with `>>>` as quotes."""
+    bad = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "jaxlstm", "**", "*.py"), recursive=True)):
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if line.strip() == "Example:":
+                    bad.append(f"{os.path.relpath(path, ROOT)}:{number}")
+    assert not bad, f"write `Examples:` (griffe's section name) at {bad}"
