@@ -1,6 +1,6 @@
 """jaxlstm: PyTorch's `nn.LSTM` and `nn.LSTMCell`, exact, as pure JAX functions and Flax modules.
 
-Example:
+Examples:
     >>> import jax.numpy as jnp
     >>> from flax import nnx
     >>> import jaxlstm

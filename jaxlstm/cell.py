@@ -373,7 +373,7 @@ def lstm_cell(
             shape of x or hx does not match the parameters.
         TypeError: params is not a mapping, x is not floating point, or hx is not a pair.
 
-    Example:
+    Examples:
         >>> p = {"weight_ih": jnp.ones((8, 3)), "weight_hh": jnp.ones((8, 2))}
         >>> h, c = lstm_cell(p, jnp.zeros((5, 3)))
         >>> h.shape, c.shape
@@ -415,7 +415,10 @@ def _check_cell_params(params: Mapping[str, Array]) -> None:
     hidden = gates // 4
     w_hr = params.get("weight_hr")
     proj = jnp.shape(w_hr)[0] if w_hr is not None and jnp.ndim(w_hr) == 2 else 0
-    expected = {"weight_ih": (gates, input_size), "weight_hh": (gates, proj or hidden)}
+    expected: dict[str, tuple[int, ...]] = {
+        "weight_ih": (gates, input_size),
+        "weight_hh": (gates, proj or hidden),
+    }
     if "bias_ih" in params or "bias_hh" in params:
         expected |= {"bias_ih": (gates,), "bias_hh": (gates,)}
     if w_hr is not None:

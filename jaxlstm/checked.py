@@ -7,7 +7,7 @@ length is not an error: a length ≤ 0 gives a sequence with no valid step (`out
 `h_n`/`c_n` equal to `h_0`/`c_0`) and a length > T acts as T. This module checks the values
 inside the compiled program instead and hands back a `checkify.Error` to throw outside it.
 
-Example:
+Examples:
     >>> import functools
     >>> cfg = jaxlstm.LSTMConfig(3, 5)
     >>> params = jaxlstm.init_params(jax.random.key(0), cfg)
@@ -46,7 +46,7 @@ def check_seq_lengths(seq_lengths: Array, steps: int) -> None:
         seq_lengths: `[B]` integer lengths (unbatched: a scalar), traced or concrete.
         steps: T, the number of time steps of the input.
 
-    Example:
+    Examples:
         >>> def step(params, x, lengths):
         ...     check_seq_lengths(lengths, x.shape[0])
         ...     return jaxlstm.lstm(params, x, config=cfg, seq_lengths=lengths)
@@ -111,7 +111,7 @@ def lstm(
         ValueError, TypeError: as `jaxlstm.lstm` does for shapes, dtypes and concrete lengths
             closed over by the caller.
 
-    Example:
+    Examples:
         >>> lengths = jnp.array([3, 0])
         >>> err, (out, _) = lstm(params, x, config=cfg, seq_lengths=lengths)  # doctest: +SKIP
         >>> err.get()  # doctest: +SKIP

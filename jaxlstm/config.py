@@ -37,7 +37,7 @@ class LSTMConfig:
         ValueError: a size is not positive, dropout is outside [0, 1], proj_size is outside
             [0, hidden_size).
 
-    Example:
+    Examples:
         >>> cfg = LSTMConfig(12, 10, num_layers=3, bidirectional=True)
         >>> cfg.output_size, cfg.num_directions
         (10, 2)
@@ -153,7 +153,7 @@ class LSTMConfig:
         Raises:
             ValueError: no `weight_ih_l0` under `prefix`, or the keys are not an LSTM's.
 
-        Example:
+        Examples:
             >>> import numpy as np
             >>> sd = {"weight_ih_l0": np.zeros((40, 3)), "weight_hh_l0": np.zeros((40, 10))}
             >>> LSTMConfig.from_state_dict(sd).bias
@@ -220,7 +220,7 @@ class LSTMCellConfig:
         TypeError: a size is not an int, or bias is not a bool.
         ValueError: a size is not positive.
 
-    Example:
+    Examples:
         >>> LSTMCellConfig(10, 20).param_shapes()["weight_hh"]
         (80, 20)
     """
@@ -242,7 +242,10 @@ class LSTMCellConfig:
             `(4H,)`.
         """
         gates = 4 * self.hidden_size
-        shapes = {"weight_ih": (gates, self.input_size), "weight_hh": (gates, self.hidden_size)}
+        shapes: dict[str, tuple[int, ...]] = {
+            "weight_ih": (gates, self.input_size),
+            "weight_hh": (gates, self.hidden_size),
+        }
         if self.bias:
             shapes |= {"bias_ih": (gates,), "bias_hh": (gates,)}
         return shapes
@@ -276,7 +279,7 @@ class LSTMCellConfig:
             ValueError: no `weight_ih`/`weight_hh` under `prefix`, or their shapes are not a
                 cell's.
 
-        Example:
+        Examples:
             >>> import numpy as np
             >>> sd = {"weight_ih": np.zeros((8, 3)), "weight_hh": np.zeros((8, 2))}
             >>> LSTMCellConfig.from_state_dict(sd)
@@ -303,7 +306,7 @@ def param_roles(config: LSTMConfig | LSTMCellConfig) -> dict[str, str]:
     A role is the name a parameter has in one direction of one layer, or in a cell:
     `weight_ih`, `weight_hh`, `bias_ih`, `bias_hh` or `weight_hr`.
 
-    Example:
+    Examples:
         >>> param_roles(LSTMConfig(3, 5, bidirectional=True, bias=False))["weight_hh_l0_reverse"]
         'weight_hh'
     """

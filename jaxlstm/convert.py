@@ -24,10 +24,12 @@ copied bit for bit. The destination and both suffixes are checked before SRC is 
 Exit status: 0 on success; 2 on a user error (a bad flag, a missing or unreadable file, no
 LSTM under the prefix, an existing destination), with one line `error: ...` on stderr.
 
-Example:
-    $ python -m jaxlstm.convert --list checkpoint.pt
-    $ python -m jaxlstm.convert checkpoint.pt lstm_ckpt --prefix model_state.lstm. --batch-first
-    $ python -m jaxlstm.convert lstm_ckpt lstm.safetensors
+Examples:
+    ```bash
+    python -m jaxlstm.convert --list checkpoint.pt
+    python -m jaxlstm.convert checkpoint.pt lstm_ckpt --prefix model_state.lstm. --batch-first
+    python -m jaxlstm.convert lstm_ckpt lstm.safetensors
+    ```
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ def convert(
             and no `prefix`, or `batch_first` for an LSTM cell.
         FileNotFoundError, FileExistsError: see `check_paths`.
 
-    Example:
+    Examples:
         >>> convert("checkpoint.pt", "lstm_ckpt", prefix="model_state.lstm.")  # doctest: +SKIP
     """
     check_paths(src, dst, force=force)

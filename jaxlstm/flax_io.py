@@ -71,7 +71,7 @@ def cell_from_flax(cell_params: Mapping[str, Any]) -> dict[str, np.ndarray]:
     Raises:
         ValueError: the tree is neither layout, or its shapes disagree.
 
-    Example:
+    Examples:
         >>> H, I = 2, 3
         >>> tree = {f"i{g}": {"kernel": np.ones((I, H))} for g in "ifgo"}
         >>> tree |= {f"h{g}": {"kernel": np.ones((H, H)), "bias": np.zeros(H)} for g in "ifgo"}
@@ -219,11 +219,13 @@ def _linen_layer(module: Any, variables: Any, where: str) -> _Layer:
                 raise ValueError(
                     f"{where} merges directions with {module.merge_fn}; torch concatenates them"
                 )
-            rnns = (module.forward_rnn, module.backward_rnn)
-            for name, rnn in zip(("forward_rnn", "backward_rnn"), rnns, strict=True):
+            rnns: list[nn.RNN] = []
+            for name in ("forward_rnn", "backward_rnn"):
+                rnn = getattr(module, name)
                 if not isinstance(rnn, nn.RNN):
                     raise TypeError(f"{where}.{name} must be an nn.RNN, got {type(rnn).__name__}")
                 _check_cell(rnn.cell, f"{where}.{name}.cell")
+                rnns.append(rnn)
             trees = [tree["forward_rnn"]["cell"], tree["backward_rnn"]["cell"]]
             return _Layer([r.cell for r in rnns], trees, module.time_major)
     except KeyError as e:
@@ -253,11 +255,13 @@ def _nnx_layer(module: Any, where: str) -> _Layer:
             raise ValueError(
                 f"{where} merges directions with {module.merge_fn}; torch concatenates them"
             )
-        rnns = (module.forward_rnn, module.backward_rnn)
-        for name, rnn in zip(("forward_rnn", "backward_rnn"), rnns, strict=True):
+        rnns: list[nnx.RNN] = []
+        for name in ("forward_rnn", "backward_rnn"):
+            rnn = getattr(module, name)
             if not isinstance(rnn, nnx.RNN):
                 raise TypeError(f"{where}.{name} must be an nnx.RNN, got {type(rnn).__name__}")
             _check_cell(rnn.cell, f"{where}.{name}.cell")
+            rnns.append(rnn)
         return _Layer([r.cell for r in rnns], [tree(r.cell) for r in rnns], module.time_major)
     raise TypeError(f"{where} must be a flax.nnx RNN or Bidirectional, got {type(module).__name__}")
 
@@ -308,7 +312,7 @@ def from_flax(module: Any, variables: Any = None, *, rngs: Any = None) -> Any:
             input size is not the previous layer's output size, non-default activations, a
             reversed `RNN`, or a `merge_fn` other than concatenation.
 
-    Example:
+    Examples:
         >>> rnn = flax.linen.RNN(flax.linen.LSTMCell(8))  # doctest: +SKIP
         >>> variables = rnn.init(jax.random.key(0), x)  # doctest: +SKIP
         >>> lstm = jaxlstm.from_flax(rnn, variables)  # doctest: +SKIP
@@ -400,7 +404,7 @@ def _stacked(layers: list[_Layer]) -> tuple[dict[str, np.ndarray], LSTMConfig]:
         batch_first=not layers[0].time_major,
         bidirectional=len(layers[0].cells) == 2,
     )
-    state_dict = {}
+    state_dict: dict[str, np.ndarray] = {}
     for k, layer_cells in enumerate(per_layer):
         for d, cell_sd in enumerate(layer_cells):
             state_dict |= {name: cell_sd[role] for role, name in param_names(config, k, d).items()}
@@ -468,7 +472,7 @@ def to_flax(
         ValueError: `proj_size > 0`, an unknown `api`/`cell`, contradictory `batch_first`.
         TypeError: `model` is not a jaxlstm module or parameter dict.
 
-    Example:
+    Examples:
         >>> lstm = jaxlstm.LSTM(3, 8, rngs=nnx.Rngs(0))  # doctest: +SKIP
         >>> rnn, variables = to_flax(lstm, api="linen")  # doctest: +SKIP
     """
@@ -514,17 +518,19 @@ def _flax_cell(
     import flax.linen as nn
     from flax import nnx
 
-    layout = "fused" if (api == "nnx" and cell == "OptimizedLSTMCell") else "per_gate"
+    layout: Literal["per_gate", "fused"] = (
+        "fused" if (api == "nnx" and cell == "OptimizedLSTMCell") else "per_gate"
+    )
     tree = jax.tree.map(
         jnp.asarray, cell_to_flax(cell_params, layout=layout, nnx_names=api == "nnx")
     )
     in_size, hidden = cell_params["weight_ih"].shape[1], cell_params["weight_hh"].shape[1]
     param_dtype = cell_params["weight_ih"].dtype
     if api == "linen":
-        cls = nn.LSTMCell if cell == "LSTMCell" else nn.OptimizedLSTMCell
-        return cls(hidden, dtype=dtype, param_dtype=param_dtype), tree
-    cls = nnx.LSTMCell if cell == "LSTMCell" else nnx.OptimizedLSTMCell
-    flax_cell = cls(in_size, hidden, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        linen_cls = nn.LSTMCell if cell == "LSTMCell" else nn.OptimizedLSTMCell
+        return linen_cls(hidden, dtype=dtype, param_dtype=param_dtype), tree
+    nnx_cls = nnx.LSTMCell if cell == "LSTMCell" else nnx.OptimizedLSTMCell
+    flax_cell = nnx_cls(in_size, hidden, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     state = nnx.state(flax_cell, nnx.Param)
     nnx.replace_by_pure_dict(state, tree)
     nnx.update(flax_cell, state)
@@ -539,15 +545,15 @@ def _flax_layer(
     from flax import nnx
 
     if api == "nnx":
-        rnns = [nnx.RNN(c, time_major=time_major, rngs=rngs) for c, _ in directions]
-        if len(rnns) == 1:
-            return rnns[0], None
-        return nnx.Bidirectional(rnns[0], rnns[1], time_major=time_major, rngs=rngs), None
-    rnns = [nn.RNN(c, time_major=time_major) for c, _ in directions]
-    if len(rnns) == 1:
-        return rnns[0], {"params": {"cell": directions[0][1]}}
+        nnx_rnns = [nnx.RNN(c, time_major=time_major, rngs=rngs) for c, _ in directions]
+        if len(nnx_rnns) == 1:
+            return nnx_rnns[0], None
+        return nnx.Bidirectional(nnx_rnns[0], nnx_rnns[1], time_major=time_major, rngs=rngs), None
+    linen_rnns = [nn.RNN(c, time_major=time_major) for c, _ in directions]
+    if len(linen_rnns) == 1:
+        return linen_rnns[0], {"params": {"cell": directions[0][1]}}
     params = {"forward_rnn": {"cell": directions[0][1]}, "backward_rnn": {"cell": directions[1][1]}}
-    return nn.Bidirectional(rnns[0], rnns[1], time_major=time_major), {"params": params}
+    return nn.Bidirectional(linen_rnns[0], linen_rnns[1], time_major=time_major), {"params": params}
 
 
 def hx_from_flax(carries: Any) -> tuple[jax.Array, jax.Array]:
@@ -564,7 +570,7 @@ def hx_from_flax(carries: Any) -> tuple[jax.Array, jax.Array]:
     Raises:
         ValueError: the carries are not pairs of arrays.
 
-    Example:
+    Examples:
         >>> c, h = jnp.zeros((2, 5)), jnp.ones((2, 5))
         >>> h0, c0 = hx_from_flax((c, h))
         >>> h0.shape, float(h0.sum())

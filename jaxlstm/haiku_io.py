@@ -42,8 +42,8 @@ def _module_sort_key(name: str) -> list[tuple[str, int]]:
     """Haiku numbers modules `lstm`, `lstm_1`, `lstm_2`, ...: order by those numbers."""
     key = []
     for segment in name.split("/"):
-        m = re.fullmatch(r"(.*?)(?:_(\d+))?", segment)
-        key.append((m.group(1), int(m.group(2) or 0)))
+        m = re.fullmatch(r"(.*?)_(\d+)", segment)
+        key.append((m.group(1), int(m.group(2))) if m else (segment, 0))
     return key
 
 
@@ -103,7 +103,7 @@ def haiku_to_torch(
         ValueError: no (or ambiguous) LSTM parameters, or a layer's input size is not H
             (`hk.deep_rnn_with_skip_connections` has no torch counterpart).
 
-    Example:
+    Examples:
         >>> p = {"lstm/linear": {"w": np.zeros((3 + 2, 8)), "b": np.zeros(8)}}
         >>> sd, cfg = haiku_to_torch(p)
         >>> cfg.input_size, cfg.hidden_size, float(sd["bias_ih_l0"][2])
@@ -164,7 +164,7 @@ def from_haiku(
     Raises:
         ValueError: see `haiku_to_torch`.
 
-    Example:
+    Examples:
         >>> params = hk.transform(f).init(key, x)  # doctest: +SKIP
         >>> lstm = jaxlstm.from_haiku(params)  # doctest: +SKIP
     """

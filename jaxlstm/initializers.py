@@ -30,6 +30,7 @@ __all__ = ["Initializer", "init_params", "torch_uniform"]
 
 Array = jax.Array
 Initializer = Callable[[Array, tuple[int, ...], Any], Array]
+"""JAX/Flax's initializer convention: `init(key, shape, dtype) -> array`."""
 
 _CHUNK = 1 << 14  # numbers per compiled draw
 
@@ -54,7 +55,7 @@ def torch_uniform(hidden_size: int) -> Initializer:
     Returns:
         `init(key, shape, dtype=jnp.float32)`; it draws in at least float32, then casts.
 
-    Example:
+    Examples:
         >>> w = torch_uniform(16)(jax.random.key(0), (64, 8))
         >>> bool(jnp.abs(w).max() <= 0.25)
         True
@@ -70,8 +71,8 @@ def torch_uniform(hidden_size: int) -> Initializer:
             stream = jnp.concatenate(chunks) if chunks else jnp.zeros(0, draw)
             return (stream[:size] * jnp.asarray(bound, draw)).reshape(shape).astype(dtype)
         # Concrete: slice and scale on the host, which compiles nothing per shape.
-        stream = np.concatenate([np.asarray(c) for c in chunks]) if chunks else np.zeros(0, draw)
-        return jnp.asarray((stream[:size] * np.asarray(bound, draw)).reshape(shape).astype(dtype))
+        host = np.concatenate([np.asarray(c) for c in chunks]) if chunks else np.zeros(0, draw)
+        return jnp.asarray((host[:size] * np.asarray(bound, draw)).reshape(shape).astype(dtype))
 
     return init
 
@@ -120,7 +121,7 @@ def init_params(
             floating-point dtype, or an initializer is not callable.
         ValueError: an initializer returned an array of the wrong shape.
 
-    Example:
+    Examples:
         >>> params = init_params(jax.random.key(0), LSTMConfig(3, 5))
         >>> params["weight_ih_l0"].shape
         (20, 3)

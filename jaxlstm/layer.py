@@ -85,14 +85,17 @@ def lstm_layer(
         None if mask is None else (mask[..., None], jnp.flip(mask, axis=0)[..., None])[:num_dirs]
     )
     groups = [tuple(range(num_dirs))] if scan.fuse_directions else [(d,) for d in range(num_dirs)]
-    hs: list[Array] = [None] * num_dirs
-    c_n: list[Array] = [None] * num_dirs
+    h_by_dir: dict[int, Array] = {}
+    c_by_dir: dict[int, Array] = {}
     for group in groups:
-        group_hs, group_c = _recurrence(
-            *(_pick(values, group) for values in (xs, weights, h0, c0, masks)), scan
+        x_g, w_g, h0_g, c0_g, m_g = (
+            _pick(values, group) for values in (xs, weights, h0, c0, masks)
         )
+        group_hs, group_c = _recurrence(x_g, w_g, h0_g, c0_g, m_g, scan)
         for d, h_d, c_d in zip(group, group_hs, group_c, strict=True):
-            hs[d], c_n[d] = h_d, c_d
+            h_by_dir[d], c_by_dir[d] = h_d, c_d
+    hs = [h_by_dir[d] for d in range(num_dirs)]
+    c_n = [c_by_dir[d] for d in range(num_dirs)]
     # A masked step repeats the carry, so the last step's h is the final one.
     h_n = tuple(h[-1] for h in hs)
     ys = (
@@ -109,6 +112,13 @@ def lstm_layer(
 def _pick(values: tuple | None, directions: tuple[int, ...]) -> tuple | None:
     """The entries of a per-direction tuple for the given directions (None stays None)."""
     return None if values is None else tuple(values[d] for d in directions)
+
+
+def _unroll(scan: ScanOptions) -> int:
+    """`scan.unroll` of resolved options, which `ScanOptions.resolve()` has made an int."""
+    if scan.unroll is None:
+        raise ValueError("lstm_layer needs resolved scan options (ScanOptions.resolve())")
+    return scan.unroll
 
 
 def _recurrence(xs, weights, h0, c0, masks, scan: ScanOptions):
@@ -218,7 +228,7 @@ def _forward_scan(weights, xs, h0, c0, masks, scan: ScanOptions, *, for_backward
     if scan.remat and not for_backward:
         body = jax.checkpoint(body, prevent_cse=False)
     (_, c_n), (hs, cs, kept) = jax.lax.scan(
-        body, (tuple(h0), tuple(c0)), (xs, masks), unroll=scan.unroll
+        body, (tuple(h0), tuple(c0)), (xs, masks), unroll=_unroll(scan)
     )
     return hs, c_n, cs, kept
 
@@ -271,7 +281,8 @@ def _reverse_scan(weights, xs, h_prev, c_prev, kept, masks, d_hs, d_c_n, scan: S
         if kept_t is None:  # remat: the forward step's gates, recomputed from its inputs
             recomputed = step(w, x_t, h_prev_t, c_prev_t)
             kept_t = (recomputed.gates, recomputed.tanh_c)
-        g = step_bwd(w, *kept_t, c_prev_t, dh, dc)
+        gates_t, tanh_c_t = kept_t
+        g = step_bwd(w, gates_t, tanh_c_t, c_prev_t, dh, dc)
         d_gates, dh_prev, dc_prev, dh_emit = g.gates, g.h, g.c, dh
         if m_t is not None:
             d_gates = jnp.where(m_t, d_gates, jnp.zeros((), d_gates.dtype))
@@ -301,7 +312,9 @@ def _reverse_scan(weights, xs, h_prev, c_prev, kept, masks, d_hs, d_c_n, scan: S
     # The final cell state's cotangent enters at the last step (masked steps pass it through).
     init = (tuple(jnp.zeros_like(h[0]) for h in h_prev), tuple(d_c_n))
     inputs = (d_hs, xs if scan.remat else None, kept, h_prev, c_prev, masks)
-    (dh0, dc0), (d_gates, proj) = jax.lax.scan(body, init, inputs, reverse=True, unroll=scan.unroll)
+    (dh0, dc0), (d_gates, proj) = jax.lax.scan(
+        body, init, inputs, reverse=True, unroll=_unroll(scan)
+    )
     return dh0, dc0, d_gates, proj
 
 

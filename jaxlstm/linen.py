@@ -5,7 +5,7 @@ The parameters live in the `params` collection under torch's `state_dict` names
 shapes and gate order (i, f, g, o). The input size is inferred from the input at `init`.
 The forward pass is `jaxlstm.lstm` / `jaxlstm.lstm_cell`: there is no second implementation.
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> model = LSTM(10, num_layers=2, batch_first=True)
     >>> variables = model.init(jax.random.key(0), jnp.zeros((4, 7, 3)))
@@ -90,7 +90,7 @@ class LSTM(nn.Module):
         TypeError, ValueError: invalid structural arguments (see `LSTMConfig`), at
             construction.
 
-    Example:
+    Examples:
         >>> model = LSTM(10, dropout=0.5, num_layers=2)
         >>> x = jnp.zeros((7, 4, 3))
         >>> variables = model.init(jax.random.key(0), x, deterministic=True)
@@ -199,7 +199,7 @@ class LSTMCell(nn.Module):
     Raises:
         TypeError, ValueError: hidden_size is not a positive int or bias not a bool.
 
-    Example:
+    Examples:
         >>> cell = LSTMCell(20)
         >>> variables = cell.init(jax.random.key(0), jnp.zeros((3, 10)))
         >>> h, c = cell.apply(variables, jnp.zeros((3, 10)))
@@ -264,7 +264,7 @@ def from_params(
         TypeError: `config` is not a configuration.
         ValueError: names or shapes do not match `config` (all listed).
 
-    Example:
+    Examples:
         >>> cfg = LSTMConfig(3, 4)
         >>> model, variables = from_params(jaxlstm.init_params(jax.random.key(0), cfg), cfg)
         >>> model.apply(variables, jnp.zeros((5, 2, 3)))[0].shape

@@ -77,7 +77,7 @@ def lstm(
         `h_0`/`c_0`, zero gradients) and a length > T acts as T. `jaxlstm.checked.lstm`
         checks the values inside the compiled program.
 
-    Example:
+    Examples:
         >>> cfg = LSTMConfig(3, 5, num_layers=2)
         >>> params = init_params(jax.random.key(0), cfg)
         >>> out, (h_n, c_n) = lstm(params, jnp.zeros((7, 2, 3)), config=cfg)
@@ -95,13 +95,14 @@ def lstm(
     h0, c0 = _initial_state(hx, config, inputs, dtype)
     mask = None if seq_lengths is None else _lengths_mask(seq_lengths, inputs)
     layer_input = inputs.x.astype(dtype)
-    h_n, c_n = [], []
+    h_n: list[Array] = []
+    c_n: list[Array] = []
     for k in range(config.num_layers):
         with jax.named_scope(f"layer_{k}"):
             weights = layer_weights(params, config, k, dtype)
             states = slice(k * config.num_directions, (k + 1) * config.num_directions)
             layer_input, h_k, c_k = lstm_layer(
-                weights, layer_input, h0[states], c0[states], mask=mask, scan=scan
+                weights, layer_input, tuple(h0[states]), tuple(c0[states]), mask=mask, scan=scan
             )
         h_n += h_k
         c_n += c_k

@@ -8,7 +8,7 @@ module from weights (`from_params`) lives here too, so every importer builds mod
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, overload
 
 import jax
 import jax.numpy as jnp
@@ -139,12 +139,14 @@ class LSTM(_TorchNamedParams):
         TypeError, ValueError: invalid structural arguments (see `LSTMConfig`), `rngs` is not
             an `nnx.Rngs`, or an initializer is not callable.
 
-    Example:
+    Examples:
         >>> lstm = LSTM(12, 10, num_layers=3, batch_first=True, rngs=nnx.Rngs(0))
         >>> out, (h_n, c_n) = lstm(jnp.zeros((2, 4, 12)))
         >>> out.shape, h_n.shape, c_n.shape
         ((2, 4, 10), (3, 2, 10), (3, 2, 10))
     """
+
+    config: LSTMConfig
 
     def __init__(
         self,
@@ -275,12 +277,14 @@ class LSTMCell(_TorchNamedParams):
         TypeError, ValueError: a size is not a positive int, bias is not a bool, `rngs` is not
             an `nnx.Rngs`, or an initializer is not callable.
 
-    Example:
+    Examples:
         >>> cell = LSTMCell(10, 20, rngs=nnx.Rngs(0))
         >>> h, c = cell(jnp.zeros((3, 10)))
         >>> h.shape, c.shape
         ((3, 20), (3, 20))
     """
+
+    config: LSTMCellConfig
 
     def __init__(
         self,
@@ -332,6 +336,26 @@ class LSTMCell(_TorchNamedParams):
         return from_params(layer, self.config.as_lstm(batch_first=batch_first), dtype=self.dtype)
 
 
+@overload
+def from_params(
+    params: Mapping[str, Any],
+    config: LSTMConfig,
+    *,
+    dtype: Any = None,
+    rngs: nnx.Rngs | None = None,
+) -> LSTM: ...
+
+
+@overload
+def from_params(
+    params: Mapping[str, Any],
+    config: LSTMCellConfig,
+    *,
+    dtype: Any = None,
+    rngs: nnx.Rngs | None = None,
+) -> LSTMCell: ...
+
+
 def from_params(
     params: Mapping[str, Any],
     config: LSTMConfig | LSTMCellConfig,
@@ -361,7 +385,7 @@ def from_params(
             parameters are not floating point.
         ValueError: names or shapes do not match `config` (all listed).
 
-    Example:
+    Examples:
         >>> cfg = LSTMConfig(3, 4)
         >>> model = from_params(jaxlstm.init_params(jax.random.key(0), cfg), cfg)
         >>> model.hidden_size

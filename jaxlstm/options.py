@@ -60,7 +60,7 @@ class ScanOptions:
         ValueError: `unroll` is not a positive int or None, or `backend` is not one of
             `"xla"`, `"native"` or None.
 
-    Example:
+    Examples:
         >>> ScanOptions(remat=True, backend="xla").resolve("cpu")
         ScanOptions(unroll=1, custom_vjp=True, remat=True, fuse_directions=False, backend='xla')
     """

@@ -72,6 +72,8 @@ __all__ = [
 ]
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".jit")
+"""The suffixes read and written as torch files (`torch.save`'s formats, TorchScript)."""
+
 _CONFIG_FORMATS = {"jaxlstm.LSTMConfig": LSTMConfig, "jaxlstm.LSTMCellConfig": LSTMCellConfig}
 _FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 _LSTM_PARAM = re.compile(r"^(weight|bias)_(ih|hh|hr)_l\d+(_reverse)?$")
@@ -272,7 +274,7 @@ def _flatten_pytree(tree: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(tree, Mapping):
         if set(tree) == {"value"} and _is_tensor(tree["value"]):
             return {prefix[:-1]: tree["value"]}
-        out = {}
+        out: dict[str, Any] = {}
         for k, v in tree.items():
             out |= _flatten_pytree(v, f"{prefix}{k}.")
         return out
@@ -526,10 +528,11 @@ def _read_torch_path(path: str) -> Checkpoint:
             else "torch checkpoint (legacy format)"
         )
         return _from_tree(torch_file.obj, f"{kind} {path!r}")
-    tensors, modules = {}, {}
+    tensors: dict[str, Any] = {}
+    modules: dict[str, ModuleInfo] = {}
     for record in script_modules(torch_file):
         tensors |= {record.prefix + k: v for k, v in record.tensors.items()}
-        arguments = {
+        arguments: dict[str, Any] = {
             k: record.constants[k] for k in ("batch_first", "dropout") if k in record.constants
         }
         if not arguments and record.type_name == "LSTM":
@@ -615,7 +618,7 @@ def read_state_dict(source: Any, *, prefix: str = "") -> dict[str, np.ndarray]:
             keys' first components).
         TypeError, FileNotFoundError: see `read_checkpoint`.
 
-    Example:
+    Examples:
         >>> read_state_dict({"model": {"head.weight": np.ones((2, 3))}}, prefix="model.head.")
         {'weight': array([[1., 1., 1.],
                [1., 1., 1.]])}
@@ -720,7 +723,7 @@ def find_lstms(source: Any) -> dict[str, LSTMConfig | LSTMCellConfig]:
     Raises:
         TypeError, FileNotFoundError, StateDictError: see `read_checkpoint`.
 
-    Example:
+    Examples:
         >>> sd = {"enc.weight_ih_l0": np.zeros((8, 3)), "enc.weight_hh_l0": np.zeros((8, 2))}
         >>> {p: c.hidden_size for p, c in find_lstms({"model": sd}).items()}
         {'model.enc.': 2}
@@ -790,11 +793,11 @@ def read_lstm(source: Any, *, prefix: str | None = None) -> LSTMWeights:
     if not chosen:
         raise StateDictError(_no_lstm_message(checkpoint, candidates, prefix))
     (found,) = chosen[:1]
-    params = {
-        k: to_numpy(checkpoint.tensors[found.prefix + k]) for k in found.config.param_shapes()
-    }
+    config = found.config
+    assert config is not None  # `valid` holds only candidates with a configuration
+    params = {k: to_numpy(checkpoint.tensors[found.prefix + k]) for k in config.param_shapes()}
     info = checkpoint.modules.get(found.prefix)
-    return LSTMWeights(found.prefix, found.config, params, info.training if info else None)
+    return LSTMWeights(found.prefix, config, params, info.training if info else None)
 
 
 # ----------------------------------------------------------------------------- matching

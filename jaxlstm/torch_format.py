@@ -107,12 +107,15 @@ _SAVE_ADVICE = (
 class Placeholder:
     """An object of a class the reader does not construct, kept as inert data.
 
-    Attributes (class level):
-        module: the module the file names, e.g. `"lightning.fabric.utilities.data"`.
-        qualname: the class or function name, e.g. `"AttributeDict"`.
+    Each class the file names gets its own subclass, whose class attributes `module` and
+    `qualname` say what it stands for; its instances record what the file did with them.
 
-    Attributes (instance):
-        args, kwargs: what the file passed when constructing or calling it.
+    Attributes:
+        module: (class level) the module the file names, e.g.
+            `"lightning.fabric.utilities.data"`.
+        qualname: (class level) the class or function name, e.g. `"AttributeDict"`.
+        args: what the file passed when constructing or calling it, positionally.
+        kwargs: what the file passed when constructing or calling it, by keyword.
         state: what the file set as its state (usually its `__dict__`), or None.
         items: entries the file set with `obj[key] = value` (dict subclasses).
         list_items: entries the file appended (list subclasses).
@@ -120,6 +123,11 @@ class Placeholder:
 
     module = ""
     qualname = ""
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    state: Any
+    items: dict[Any, Any]
+    list_items: list[Any]
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Placeholder:
         self = object.__new__(cls)
@@ -260,7 +268,7 @@ class _Unpickler(pickle.Unpickler):
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] in ("storage", b"storage")):
             raise TorchFormatError(f"unknown persistent id {str(pid)[:80]!r} (not a torch storage)")
         storage_type, key, numel = pid[1], str(pid[2]), pid[4]
-        dtype = _STORAGE_DTYPES.get(getattr(storage_type, "qualname", None))
+        dtype = _STORAGE_DTYPES.get(str(getattr(storage_type, "qualname", "")))
         if dtype is None or not isinstance(numel, int):
             raise TorchFormatError(
                 f"storage {key!r} has type {storage_type!r}, which this reader does not support"
@@ -575,7 +583,9 @@ def _is_script_module(obj: Any) -> bool:
 
 def _split_arguments(text: str) -> list[str]:
     """The top-level comma-separated arguments of a call's argument text."""
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
     for char in text:
         if char in "([{":
             depth += 1
@@ -605,7 +615,7 @@ def traced_lstm_arguments(code: str) -> dict[str, Any]:
     match = re.search(r"torch\.lstm\((.*?)\)\s*$", code, flags=re.M)
     if not match:
         return {}
-    literals = []
+    literals: list[Any] = []
     for argument in reversed(_split_arguments(match.group(1))):
         try:
             literals.insert(0, ast.literal_eval(argument))

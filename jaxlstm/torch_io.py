@@ -52,8 +52,8 @@ __all__ = [
     "torch_state_dict",
 ]
 
-# What the weights cannot tell, settable by `from_torch(..., **overrides)`.
 OVERRIDES = ("batch_first", "dropout", "dtype", "param_dtype")
+"""What the weights cannot tell, settable by `from_torch(..., **overrides)`."""
 
 
 def _configured(weights: LSTMWeights, overrides: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -116,7 +116,7 @@ def from_torch(
             configuration), or an unreadable file (the message says what the file is).
         FileNotFoundError: the path does not exist.
 
-    Example:
+    Examples:
         >>> lstm = from_torch(torch.nn.LSTM(3, 5, num_layers=2))  # doctest: +SKIP
         >>> lstm = from_torch("ckpt.pt", prefix="model.lstm.", batch_first=True)  # doctest: +SKIP
     """
@@ -163,7 +163,7 @@ def load_torch_state_dict(
             one message, with the prefix to pass when the keys are elsewhere); a bad file.
         FileNotFoundError: the path does not exist.
 
-    Example:
+    Examples:
         >>> load_torch_state_dict(lstm, "classifier.pt", prefix="lstm.")  # doctest: +SKIP
     """
     _check_module(model)
@@ -232,7 +232,7 @@ def linen_load_torch_state_dict(
             match (a `StateDictError`, all problems in one message); a bad file.
         FileNotFoundError: the path does not exist.
 
-    Example:
+    Examples:
         >>> model = jaxlstm.linen.LSTM(10)  # doctest: +SKIP
         >>> variables = model.init(jax.random.key(0), jnp.zeros((5, 2, 3)))  # doctest: +SKIP
         >>> variables, _ = linen_load_torch_state_dict(variables, torch_lstm)  # doctest: +SKIP
@@ -281,9 +281,12 @@ def linen_from_torch(
         `(model, {"params": {torch name: array}})`.
 
     Raises:
-        See `from_torch`.
+        TypeError: an unknown override or a bad `source` type, as in `from_torch`.
+        StateDictError (a ValueError): no LSTM in the source, several and `prefix` None, or
+            an unreadable file, as in `from_torch`.
+        FileNotFoundError: the path does not exist.
 
-    Example:
+    Examples:
         >>> model, variables = linen_from_torch(torch.nn.LSTM(3, 5, num_layers=2))  # doctest: +SKIP
         >>> out, (h_n, c_n) = model.apply(variables, x)  # doctest: +SKIP
     """
