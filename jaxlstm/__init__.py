@@ -28,7 +28,7 @@ from jaxlstm.initializers import init_params
 from jaxlstm.lstm import lstm
 from jaxlstm.native import native_backend
 from jaxlstm.nnx import LSTM, LSTMCell
-from jaxlstm.options import ScanOptions
+from jaxlstm.options import ScanOptions, use_backend
 from jaxlstm.state_dict import find_lstms, read_state_dict
 from jaxlstm.torch_io import from_torch, load_torch_state_dict, torch_state_dict
 
@@ -61,4 +61,5 @@ __all__ = [
     "to_haiku",
     "torch_io",
     "torch_state_dict",
+    "use_backend",
 ]

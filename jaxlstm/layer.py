@@ -380,7 +380,7 @@ def _recurrence_native(xs, weights, h0, c0, masks, scan: ScanOptions):
     """
     hs, c_n = [], []
     for x, w, h, c, m in zip(xs, weights, h0, c0, _per_direction(masks, len(xs)), strict=True):
-        out = native.forward(*_native_operands(x, w, m), h, c, _time_batch(m), keep=False)
+        out = native.forward(*_native_operands(x, w), h, c, _time_batch(m), keep=False)
         hs.append(out[0])
         c_n.append(out[1])
     return tuple(hs), tuple(c_n)
@@ -395,7 +395,7 @@ def _time_batch(mask: Array | None) -> Array | None:
     return None if mask is None else mask[..., 0]
 
 
-def _native_operands(x: Array, w: CellWeights, mask: Array | None) -> tuple[Array, Array, Array]:
+def _native_operands(x: Array, w: CellWeights) -> tuple[Array, Array, Array | None]:
     """`(xproj [T, B, 4H], W_hh [4H, H_out], W_hr [P, H] or None)` in the kernel's layout."""
     xproj = _project(x, w.kernel)
     if w.bias is not None:
@@ -421,9 +421,13 @@ class _NativeResiduals(NamedTuple):
 def _recurrence_native_fwd(xs, weights, h0, c0, masks, scan: ScanOptions):
     if _differentiated((xs, weights, h0, c0)):
         return _recurrence_fwd(xs, weights, h0, c0, masks, scan)
-    hs, c_n, cs, gates, tanh_c = [], [], [], [], []
+    hs: list[Array] = []
+    c_n: list[Array] = []
+    cs: list[Array] = []
+    gates: list[Array] = []
+    tanh_c: list[Array] = []
     for x, w, h, c, m in zip(xs, weights, h0, c0, _per_direction(masks, len(xs)), strict=True):
-        out = native.forward(*_native_operands(x, w, m), h, c, _time_batch(m), keep=True)
+        out = native.forward(*_native_operands(x, w), h, c, _time_batch(m), keep=True)
         for kept, value in zip((hs, c_n, cs, gates, tanh_c), out, strict=True):
             kept.append(value)
     residuals = _NativeResiduals(

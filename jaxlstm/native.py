@@ -11,7 +11,7 @@ Python decides what runs: which instruction-set variant (`avx512`, `avx2`, `port
 best this processor runs, or the one forced with `forced_instruction_set` or the environment
 variable `JAXLSTM_NATIVE_ISA`) and how many threads. The kernel takes float32 only.
 
-Example:
+Examples:
     >>> import jaxlstm
     >>> info = jaxlstm.native_backend()
     >>> info.available or bool(info.reason)
@@ -42,6 +42,7 @@ __all__ = [
 Array = jax.Array
 
 ENV_ISA = "JAXLSTM_NATIVE_ISA"
+"""The environment variable that forces a kernel variant (`avx512`, `avx2`, `portable`)."""
 _ORDER = ("avx512", "avx2", "portable")  # best first
 # Below this many FLOPs per step (2·B·H_out·4H) a second thread costs more than it saves.
 _PARALLEL_FLOPS = 100_000
@@ -158,12 +159,13 @@ def native_backend() -> NativeBackend:
 
 def _call_attributes(batch: int, hidden: int, out_size: int) -> dict[str, np.int64]:
     runnable, reason = _load()
-    if reason:
+    name = _instruction_set()
+    if reason or name is None:
         raise RuntimeError(f"the native kernel is unavailable: {reason}")
     flops = 2 * batch * out_size * 4 * hidden
     workers = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1) or 1
     workers = 1 if flops < _PARALLEL_FLOPS else workers
-    return {"isa": np.int64(runnable[_instruction_set()]), "max_workers": np.int64(workers)}
+    return {"isa": np.int64(runnable[name]), "max_workers": np.int64(workers)}
 
 
 def _optional(array: Array | None, shape: tuple[int, ...], dtype) -> Array:
@@ -187,7 +189,8 @@ def forward(
         xproj: `[T, B, 4H]` `x_t @ W_ih^T + b_ih + b_hh` for every step, in scan order.
         w_hh: `[4H, H_out]` torch's `weight_hh`.
         w_hr: `[P, H]` torch's `weight_hr`, or None.
-        h0: `[B, H_out]`; c0: `[B, H]`.
+        h0: `[B, H_out]` the initial hidden state.
+        c0: `[B, H]` the initial cell state.
         mask: `[T, B]` bool, True at valid steps, or None.
         keep: also return what the backward pass needs.
 
@@ -233,9 +236,15 @@ def backward(
     """The backward recurrence of one layer and direction (float32).
 
     Args:
-        w_hh, w_hr, c0, mask: as given to `forward`.
-        gates, tanh_c, cs: what `forward(..., keep=True)` returned.
-        d_hs: `[T, B, H_out]` cotangent of `hs`; d_c_n: `[B, H]` cotangent of `c_n`.
+        w_hh: `[4H, H_out]`, as given to `forward`.
+        w_hr: `[P, H]` or None, as given to `forward`.
+        gates: `[T, B, 4H]`, what `forward(..., keep=True)` returned.
+        tanh_c: `[T, B, H]`, likewise.
+        cs: `[T, B, H]`, likewise.
+        c0: `[B, H]`, as given to `forward`.
+        mask: `[T, B]` or None, as given to `forward`.
+        d_hs: `[T, B, H_out]` cotangent of `hs`.
+        d_c_n: `[B, H]` cotangent of `c_n`.
 
     Returns:
         `(d_gates, dh0, dc0, dh_emit)`: `d_gates` `[T, B, 4H]` cotangent of the gate

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from jaxlstm import native
 from jaxlstm._checks import require_bool
 
-__all__ = ["BACKENDS", "ScanOptions", "default_backend", "resolve_scan", "runs_native"]
+__all__ = ["BACKENDS", "ScanOptions", "resolve_scan", "runs_native", "use_backend"]
 
 BACKENDS = ("xla", "native")
 
@@ -48,7 +48,7 @@ class ScanOptions:
             platform) or `"native"` (jaxlstm's compiled CPU kernel, one `jax.ffi` call per
             layer and direction; `jaxlstm.native_backend()` says whether it is built here).
             None picks the default: native on a CPU where the kernel is available, XLA
-            elsewhere (see `resolve`, and `default_backend` to change it for a block of
+            elsewhere (see `resolve`, and `jaxlstm.use_backend` to change it for a block of
             code). The kernel runs float32 layers with the hand-written backward pass;
             float64, bfloat16, `remat=True`, `custom_vjp=False` and forward-mode autodiff
             run on XLA whatever this says (`runs_native` decides), with the same results
@@ -92,7 +92,7 @@ class ScanOptions:
 
         The defaults, the one place they are decided: `unroll` 8 on GPU, 1 elsewhere;
         `fuse_directions` False on CPU, True elsewhere; `backend` native on a CPU where the
-        kernel is available (or what `default_backend` set), XLA elsewhere. On a GPU each
+        kernel is available (or what `use_backend` set), XLA elsewhere. On a GPU each
         loop iteration costs kernel launches that unrolling and fusing the directions
         amortise. XLA:CPU runs a loop body's operations one after another with no launch
         cost, so there neither removes work, while unrolling multiplies compile time (the
@@ -117,33 +117,31 @@ class ScanOptions:
         )
 
     def _backend_for(self, platform: str) -> str:
-        """`backend`, or where None the default: native on a CPU where the kernel is
-        available, else XLA.
+        """`backend` (or where None, what `use_backend` set), or the default: native on a
+        CPU where the kernel is available, else XLA.
 
         Raises:
-            ValueError: `backend="native"` where the kernel cannot run (not a CPU, or not
+            ValueError: native asked for where the kernel cannot run (not a CPU, or not
                 built here; the message says why).
         """
         available = native.native_backend()
-        if self.backend == "native":
-            if platform != "cpu":
-                raise ValueError(
-                    f"backend='native' runs on the CPU only; the default backend is {platform!r}"
-                )
-            if not available.available:
-                raise ValueError(f"backend='native' is unavailable: {available.reason}")
-        if self.backend is not None:
-            return self.backend
-        if _default[0] is not None:
-            return _default[0]
-        return "native" if platform == "cpu" and available.available else "xla"
+        chosen = self.backend if self.backend is not None else _default[0]
+        if chosen is None:
+            return "native" if platform == "cpu" and available.available else "xla"
+        if chosen == "native" and platform != "cpu":
+            raise ValueError(
+                f"backend='native' runs on the CPU only; the default backend is {platform!r}"
+            )
+        if chosen == "native" and not available.available:
+            raise ValueError(f"backend='native' is unavailable: {available.reason}")
+        return chosen
 
 
 _default: list[str | None] = [None]
 
 
 @contextlib.contextmanager
-def default_backend(backend: str | None) -> Iterator[None]:
+def use_backend(backend: str | None) -> Iterator[None]:
     """Inside this context, `ScanOptions(backend=None)` means `backend`.
 
     For running a whole program on one implementation (comparing them, or ruling the kernel
@@ -156,8 +154,8 @@ def default_backend(backend: str | None) -> Iterator[None]:
     Raises:
         ValueError: `backend` is not one of those.
 
-    Example:
-        >>> with default_backend("xla"):
+    Examples:
+        >>> with use_backend("xla"):
         ...     ScanOptions().resolve("cpu").backend
         'xla'
     """

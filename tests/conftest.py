@@ -25,12 +25,11 @@ def backend(request):
     """Each test of a module using it runs with the recurrence on the native CPU kernel and on
     XLA's scan (`ScanOptions(backend=None)` means the parameter); native is skipped where the
     kernel is not built. Module-scoped, so hypothesis' tests can use it too."""
-    from jaxlstm import native_backend
-    from jaxlstm.options import default_backend
+    from jaxlstm import native_backend, use_backend
 
     if request.param == "native" and not native_backend().available:
         pytest.skip(f"the native kernel is unavailable: {native_backend().reason}")
-    with default_backend(request.param):
+    with use_backend(request.param):
         yield request.param
 
 

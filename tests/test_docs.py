@@ -34,6 +34,7 @@ EXTRA_PUBLIC_MODULES = ("jaxlstm.convert", "jaxlstm.torch_format")
 # `jaxlstm/__init__.py` (and documented there) or are implementation details.
 INTERNAL_MODULES = (
     "jaxlstm._checks",
+    "jaxlstm._lstm_kernels",  # the compiled extension, wrapped by jaxlstm.native
     "jaxlstm.cell",
     "jaxlstm.config",
     "jaxlstm.layer",
@@ -111,7 +112,7 @@ def test_every_module_of_the_package_is_declared_public_or_internal():
     assert not declared - found, f"declared but missing: {sorted(declared - found)}"
 
 
-@pytest.mark.parametrize(("path", "obj"), list(public_names().items()), ids=str)
+@pytest.mark.parametrize(("path", "obj"), list(public_names().items()), ids=list(public_names()))
 def test_public_name_has_a_docstring(path, obj):
     if inspect.ismodule(obj) or inspect.isfunction(obj) or inspect.isclass(obj):
         assert (inspect.getdoc(obj) or "").strip(), f"{path} has no docstring"

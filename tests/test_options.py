@@ -11,7 +11,7 @@ import pytest
 
 from jaxlstm import ScanOptions, native
 from jaxlstm.native import native_backend
-from jaxlstm.options import default_backend, resolve_scan, runs_native
+from jaxlstm.options import resolve_scan, runs_native, use_backend
 from tests.harness import expect
 
 # --- validation: (call, exception, fragments naming argument, expected, got) -------------------
@@ -138,15 +138,15 @@ def test_native_is_refused_off_the_cpu_and_never_the_default_there(platform):
     )
 
 
-def test_default_backend_changes_what_none_means_and_restores_it():
+def test_use_backend_changes_what_none_means_and_restores_it():
     before = ScanOptions().resolve("cpu").backend
-    with default_backend("xla"):
+    with use_backend("xla"):
         assert ScanOptions().resolve("cpu").backend == "xla"
         assert ScanOptions(backend="native").resolve("cpu").backend == "native" or not (
             native_backend().available
         )
     assert ScanOptions().resolve("cpu").backend == before
-    expect(ValueError, lambda: default_backend("cuda").__enter__(), "backend", "got 'cuda'")
+    expect(ValueError, lambda: use_backend("cuda").__enter__(), "backend", "got 'cuda'")
 
 
 RUNS_NATIVE = {
