@@ -44,7 +44,8 @@ class Backward {
         dh_total_(size_t(d_.B * hout_)),
         dh_rec_(size_t(d_.B * hout_)),
         dc_(size_t(d_.B * d_.H)),
-        dh_raw_(d_.P ? size_t(d_.B * d_.H) : 0) {}
+        dh_raw_(d_.P ? size_t(d_.B * d_.H) : 0),
+        scratch_(size_t(slots) * d_.B * 4 * N) {}
 
   void run(const Member& m) {
     for (int s : m.slots) prepare(s);
@@ -106,7 +107,7 @@ class Backward {
   void unproject(int s) {
     for_each_panel(units(s), d_.H, N, [&](const Panel& p, int64_t b0) {
       const float* panel = proj_panels_.data() + b0 * d_.P * N;
-      matmul_rows(dh_total_.data(), hout_, d_.P, panel, p, [&](int64_t b, int v, T y) {
+      matmul_rows(s, dh_total_.data(), hout_, d_.P, panel, p, [&](int64_t b, int v, T y) {
         V::storen(dh_raw_.data() + b * d_.H + p.col0[v], y, p.valid[v]);
       });
     });
@@ -159,7 +160,7 @@ class Backward {
     const float* dg = a_.d_gates + t * d_.B * K;
     for_each_panel(outs(s), hout_, N, [&](const Panel& p, int64_t b0) {
       const float* panel = rec_panels_.data() + b0 * K * N;
-      matmul_rows(dg, K, K, panel, p, [&](int64_t b, int v, T y) {
+      matmul_rows(s, dg, K, K, panel, p, [&](int64_t b, int v, T y) {
         const int64_t at = b * hout_ + p.col0[v];
         if (!valid(t, b)) y = V::loadn(dh_total_.data() + at, p.valid[v]);
         V::storen(dh_rec_.data() + at, y, p.valid[v]);
@@ -169,20 +170,17 @@ class Backward {
 
   // For every batch row b and vector v of the panel: emit(b, v, (a[b] @ panel)[v]).
   template <class Emit>
-  void matmul_rows(const float* a, int64_t lda, int64_t K, const float* panel, const Panel& p,
-                   Emit&& emit) {
-    for (int64_t r0 = 0; r0 < d_.B; r0 += V::kRows) {
-      const int rows = int(std::min<int64_t>(V::kRows, d_.B - r0));
-      with_count<V::kRows>(rows, [&](auto r_count) {
-        with_count<4>(p.count, [&](auto c_count) {
-          constexpr int R = decltype(r_count)::value, C = decltype(c_count)::value;
-          T acc[R][C];
-          tile<V, R, C>(a + r0 * lda, lda, K, panel, acc);
-          for (int r = 0; r < R; ++r)
-            for (int v = 0; v < C; ++v) emit(r0 + r, v, acc[r][v]);
-        });
+  void matmul_rows(int s, const float* a, int64_t lda, int64_t K, const float* panel,
+                   const Panel& p, Emit&& emit) {
+    float* partial = scratch_.data() + size_t(s) * d_.B * 4 * N;
+    with_count<4>(p.count, [&](auto c_count) {
+      constexpr int C = decltype(c_count)::value;
+      panel_matmul<V, C>(a, lda, d_.B, K, panel, partial, [&](int64_t r0, auto& acc) {
+        constexpr int R = sizeof(acc) / sizeof(acc[0]);
+        for (int r = 0; r < R; ++r)
+          for (int v = 0; v < C; ++v) emit(r0 + r, v, acc[r][v]);
       });
-    }
+    });
   }
 
   void finish(int s) {
@@ -199,7 +197,7 @@ class Backward {
   const Dims d_;
   const int64_t hout_, unit_blocks_, out_blocks_;
   const int slots_;
-  std::vector<float> rec_panels_, proj_panels_, dh_total_, dh_rec_, dc_, dh_raw_;
+  std::vector<float> rec_panels_, proj_panels_, dh_total_, dh_rec_, dc_, dh_raw_, scratch_;
 };
 
 inline int backward_slots(const Dims& d, int lanes, int max_workers) {

@@ -33,7 +33,8 @@ class Forward {
         slots_(slots),
         gate_panels_(size_t(unit_blocks_) * hout_ * 4 * N),
         proj_panels_(size_t(out_blocks_) * d_.H * N),
-        h_raw_(d_.P ? size_t(d_.B * d_.H) : 0) {}
+        h_raw_(d_.P ? size_t(d_.B * d_.H) : 0),
+        scratch_(size_t(slots) * d_.B * 4 * N) {}
 
   void run(const Member& m) {
     for (int s : m.slots) prepare(s);
@@ -83,15 +84,10 @@ class Forward {
     const float* h = h_prev(t);
     for (int64_t ub = units.begin; ub < units.end; ++ub) {
       const float* panel = gate_panels_.data() + ub * hout_ * 4 * N;
-      for (int64_t b0 = 0; b0 < d_.B; b0 += V::kRows) {
-        const int rows = int(std::min<int64_t>(V::kRows, d_.B - b0));
-        with_count<V::kRows>(rows, [&](auto r_count) {
-          constexpr int R = decltype(r_count)::value;
-          T acc[R][4];
-          tile<V, R, 4>(h + b0 * hout_, hout_, hout_, panel, acc);
-          for (int r = 0; r < R; ++r) update(t, b0 + r, ub, acc[r]);
-        });
-      }
+      panel_matmul<V, 4>(h, hout_, d_.B, hout_, panel, scratch(s), [&](int64_t b0, auto& acc) {
+        constexpr int R = sizeof(acc) / sizeof(acc[0]);
+        for (int r = 0; r < R; ++r) update(t, b0 + r, ub, acc[r]);
+      });
     }
   }
 
@@ -131,24 +127,22 @@ class Forward {
     float* out = a_.hs + t * d_.B * hout_;
     for_each_panel(share(out_blocks_, slots_, s), d_.P, N, [&](const Panel& p, int64_t b0) {
       const float* panel = proj_panels_.data() + b0 * d_.H * N;
-      for (int64_t r0 = 0; r0 < d_.B; r0 += V::kRows) {
-        const int rows = int(std::min<int64_t>(V::kRows, d_.B - r0));
-        with_count<V::kRows>(rows, [&](auto r_count) {
-          with_count<4>(p.count, [&](auto c_count) {
-            constexpr int R = decltype(r_count)::value, C = decltype(c_count)::value;
-            T acc[R][C];
-            tile<V, R, C>(h_raw_.data() + r0 * d_.H, d_.H, d_.H, panel, acc);
-            for (int r = 0; r < R; ++r) {
-              const int64_t b = r0 + r;
-              for (int v = 0; v < C; ++v) {
-                const int64_t col = p.col0[v];
-                const T y = valid(t, b) ? acc[r][v] : V::loadn(h + b * hout_ + col, p.valid[v]);
-                V::storen(out + b * hout_ + col, y, p.valid[v]);
-              }
-            }
-          });
-        });
-      }
+      with_count<4>(p.count, [&](auto c_count) {
+        constexpr int C = decltype(c_count)::value;
+        panel_matmul<V, C>(h_raw_.data(), d_.H, d_.B, d_.H, panel, scratch(s),
+                           [&](int64_t r0, auto& acc) {
+                             constexpr int R = sizeof(acc) / sizeof(acc[0]);
+                             for (int r = 0; r < R; ++r) {
+                               const int64_t b = r0 + r;
+                               for (int v = 0; v < C; ++v) {
+                                 const int64_t col = p.col0[v];
+                                 const T y = valid(t, b) ? acc[r][v]
+                                                         : V::loadn(h + b * hout_ + col, p.valid[v]);
+                                 V::storen(out + b * hout_ + col, y, p.valid[v]);
+                               }
+                             }
+                           });
+      });
     });
   }
 
@@ -161,11 +155,14 @@ class Forward {
       std::copy(last + b * d_.H + u0, last + b * d_.H + u1, a_.c_n + b * d_.H + u0);
   }
 
+  // This slot's partial sums for panel_matmul.
+  float* scratch(int s) { return scratch_.data() + size_t(s) * d_.B * 4 * N; }
+
   const ForwardArgs& a_;
   const Dims d_;
   const int64_t hout_, unit_blocks_, out_blocks_;
   const int slots_;
-  std::vector<float> gate_panels_, proj_panels_, h_raw_;
+  std::vector<float> gate_panels_, proj_panels_, h_raw_, scratch_;
 };
 
 // The number of slots a call is cut into: no more than the blocks of units (or of
