@@ -178,6 +178,8 @@ def _run(args: Any) -> None:
         f"of {args.src}"
     )
     print(f"inferred {weights.config}")
+    for note in weights.notes:
+        print(f"note: {note}")
     print(f"wrote {detect_format(args.dst)} {args.dst}")
 
 

@@ -32,6 +32,7 @@ import json
 import os
 import re
 import struct
+import zipfile
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -43,6 +44,9 @@ from jaxlstm.torch_format import (
     Placeholder,
     TorchFormatError,
     pickled_module_class,
+    quantized_cell_params,
+    read_pickle_file,
+    read_torch_bytes,
     read_torch_file,
     script_modules,
     traced_lstm_arguments,
@@ -50,6 +54,7 @@ from jaxlstm.torch_format import (
 )
 
 __all__ = [
+    "READ_ONLY_SUFFIXES",
     "TORCH_SUFFIXES",
     "Checkpoint",
     "LSTMWeights",
@@ -72,10 +77,19 @@ __all__ = [
 ]
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".jit")
+READ_ONLY_SUFFIXES = {".zip": "archive", ".pkl": "pickle", ".pickle": "pickle"}
 _CONFIG_FORMATS = {"jaxlstm.LSTMConfig": LSTMConfig, "jaxlstm.LSTMCellConfig": LSTMCellConfig}
 _FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 _LSTM_PARAM = re.compile(r"^(weight|bias)_(ih|hh|hr)_l\d+(_reverse)?$")
 _CELL_PARAM = re.compile(r"^(weight|bias)_(ih|hh)$")
+_PARAM_LIKE = re.compile(r"^(weight|bias)")
+_RAW_WEIGHT = re.compile(
+    r"^(?P<owner>(?:.*\.)?)(?P<name>weight_hh_l\d+(?:_reverse)?|weight_hh)_raw$"
+)
+_QUANTIZED = re.compile(
+    r"^(?P<owner>(?:.*\.)?)_all_weight_values\.(?P<index>\d+)\.param\."
+    r"(?P<name>weight_ih|weight_hh|bias_ih|bias_hh)$"
+)
 _SAFETENSORS_DTYPES = {
     "F64": np.dtype(np.float64),
     "F32": np.dtype(np.float32),
@@ -110,12 +124,15 @@ class ModuleInfo:
         training: its `training` flag (torch and TorchScript modules).
         batch_first: the `nn.LSTM` argument, which the weights cannot tell.
         dropout: the `nn.LSTM` argument, which the weights cannot tell.
+        problem: why the module, though it holds an LSTM's weights, is not ported (e.g. a
+            subclass of `nn.LSTM` that overrides `forward`); empty if none.
     """
 
     type_name: str
     training: bool | None = None
     batch_first: bool | None = None
     dropout: float | None = None
+    problem: str = ""
 
 
 @dataclasses.dataclass
@@ -128,12 +145,15 @@ class Checkpoint:
             TorchScript modules, an orbax checkpoint's recorded configuration).
         origin: what the source is, for messages, e.g. `"torch checkpoint 'model.pt'"`.
         containers: the nested dicts searched, by key path (`""` the top level).
+        notes: `{prefix: [note]}`: what a port of the LSTM under `prefix` should say about
+            how its weights were read (raw weight-dropped weights, dequantized weights).
     """
 
     tensors: dict[str, Any]
     modules: dict[str, ModuleInfo] = dataclasses.field(default_factory=dict)
     origin: str = "the state_dict"
     containers: list[str] = dataclasses.field(default_factory=lambda: [""])
+    notes: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
 
 class LSTMWeights(NamedTuple):
@@ -145,12 +165,15 @@ class LSTMWeights(NamedTuple):
             records them (else torch's defaults).
         params: `{torch name: np.ndarray}` in torch's order, the prefix stripped.
         training: the module's `training` flag if the source records one, else None.
+        notes: what a port should tell the user about how the weights were read, e.g.
+            that they were dequantized; empty for a plain LSTM.
     """
 
     prefix: str
     config: LSTMConfig | LSTMCellConfig
     params: dict[str, np.ndarray]
     training: bool | None
+    notes: tuple[str, ...] = ()
 
 
 # ----------------------------------------------------------------------------- arrays
@@ -188,10 +211,12 @@ def _is_tensor(value: Any) -> bool:
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """`"torch"`, `"safetensors"` or `"orbax"` for a path, from its suffix.
+    """`"torch"`, `"safetensors"`, `"archive"`, `"pickle"` or `"orbax"` for a path, from its suffix.
 
-    Torch: `.pt .pth .bin .ckpt .jit`; `.safetensors`; orbax: an existing directory or a
-    path without a suffix (a directory to create).
+    Torch: `.pt .pth .bin .ckpt .jit`; `.safetensors`; archive (read only): a `.zip` whose
+    members are torch files; pickle (read only): `.pkl .pickle`; orbax: an existing
+    directory or a path without a suffix (a directory to create). Reading looks at the
+    content as well (a `.ckpt` holding safetensors is read as safetensors).
 
     Raises:
         StateDictError: any other suffix.
@@ -202,12 +227,16 @@ def detect_format(path: str | os.PathLike) -> str:
         return "torch"
     if lower.endswith(".safetensors"):
         return "safetensors"
+    for read_only, fmt in READ_ONLY_SUFFIXES.items():
+        if lower.endswith(read_only):
+            return fmt
     suffix = os.path.splitext(path.rstrip("/" + os.sep))[1]
     if os.path.isdir(path) or not suffix:
         return "orbax"
     raise StateDictError(
         f"cannot tell the format of {path!r} from its suffix {suffix!r}: expected "
-        f"{'/'.join(TORCH_SUFFIXES)} (torch), .safetensors, or a directory (orbax checkpoint)"
+        f"{'/'.join(TORCH_SUFFIXES)} (torch), .safetensors, .zip (an archive of torch files), "
+        ".pkl (a pickle of numpy arrays), or a directory (orbax checkpoint)"
     )
 
 
@@ -395,6 +424,11 @@ def write_state_dict(
         StateDictError: an unknown suffix, or an orbax destination without `config`.
     """
     fmt = detect_format(path)
+    if fmt in READ_ONLY_SUFFIXES.values():
+        raise StateDictError(
+            f"cannot write {os.fspath(path)!r}: the {fmt} format is read only; write a torch "
+            f"file ({'/'.join(TORCH_SUFFIXES)}), .safetensors or an orbax directory"
+        )
     if os.path.exists(path) and not force:
         raise FileExistsError(
             f"destination {os.fspath(path)!r} already exists "
@@ -438,6 +472,13 @@ def _flatten(
         raise StateDictError(
             f"{origin} nests containers deeper than {_MAX_DEPTH} levels (at {path[:200]!r})"
         )
+    try:
+        quantized = quantized_cell_params(obj)
+    except TorchFormatError as e:
+        raise StateDictError(f"{origin}: {e}") from None
+    if quantized is not None:
+        out |= {(f"{path}." if path else "") + k: v for k, v in quantized.items()}
+        return
     module_class = pickled_module_class(obj)
     if module_class:
         at = f" under the key {path!r}" if path else ""
@@ -496,6 +537,47 @@ def _lstm_arguments(module: Any) -> dict[str, Any]:
     return found
 
 
+def _class_problem(module: Any) -> str:
+    """Why a torch module holding an LSTM's parameter names is not an `nn.LSTM`/`LSTMCell`.
+
+    Empty for torch's own classes and for subclasses that only add methods; TorchScript
+    modules are judged by their class name in `_read_torch_path`'s way.
+    """
+    cls = type(module)
+    if hasattr(module, "_c"):
+        name = str(getattr(module, "original_name", cls.__name__))
+        return "" if name in ("LSTM", "LSTMCell") else _script_class_problem(name)
+    base = next(
+        (
+            c
+            for c in cls.__mro__
+            if c.__module__ == "torch.nn.modules.rnn" and c.__name__ in ("LSTM", "LSTMCell")
+        ),
+        None,
+    )
+    if base is None:
+        return (
+            f"its class {cls.__module__}.{cls.__qualname__} is not torch.nn.LSTM or "
+            "nn.LSTMCell, though its parameters carry their names: it may compute something "
+            "else (another gate order, peepholes, normalisation)"
+        )
+    below = cls.__mro__[: cls.__mro__.index(base)]
+    if any("forward" in c.__dict__ for c in below):
+        return (
+            f"its class {cls.__module__}.{cls.__qualname__} subclasses torch.nn.{base.__name__} "
+            "and overrides forward, so it may compute something else"
+        )
+    return ""
+
+
+def _script_class_problem(name: str) -> str:
+    return (
+        f"its TorchScript class {name} is not torch.nn.LSTM or nn.LSTMCell, though its "
+        "parameters carry their names: it may compute something else (a subclass with its own "
+        "forward, another gate order, peepholes, normalisation)"
+    )
+
+
 def _from_torch_module(module: Any) -> Checkpoint:
     tensors = {k: v for k, v in module.state_dict().items() if _is_tensor(v)}  # not _extra_state
     modules = {}
@@ -504,6 +586,8 @@ def _from_torch_module(module: Any) -> Checkpoint:
         info = ModuleInfo(str(type_name), training=bool(sub.training))
         if str(type_name) == "LSTM" or hasattr(sub, "weight_ih_l0"):
             info = dataclasses.replace(info, **_lstm_arguments(sub))
+        if hasattr(sub, "weight_ih_l0") or hasattr(sub, "weight_ih"):
+            info = dataclasses.replace(info, problem=_class_problem(sub))
         modules[f"{name}." if name else ""] = info
     kind = "TorchScript module" if hasattr(module, "_c") else "torch module"
     return Checkpoint(tensors, modules, f"the {kind} {type(module).__name__}", [""])
@@ -536,8 +620,80 @@ def _read_torch_path(path: str) -> Checkpoint:
             arguments = traced_lstm_arguments(record.code)
         if "dropout" in arguments:
             arguments["dropout"] = float(arguments["dropout"])
-        modules[record.prefix] = ModuleInfo(record.type_name, record.training, **arguments)
+        problem = (
+            ""
+            if record.type_name in ("LSTM", "LSTMCell")
+            else _script_class_problem(record.type_name)
+        )
+        modules[record.prefix] = ModuleInfo(
+            record.type_name, record.training, problem=problem, **arguments
+        )
     return Checkpoint(tensors, modules, f"TorchScript archive {path!r}", [""])
+
+
+def _is_safetensors(head: bytes, size: int) -> bool:
+    """Whether a file's first bytes are a safetensors header (an 8-byte length, then JSON)."""
+    if len(head) < 10:
+        return False
+    (length,) = struct.unpack("<Q", head[:8])
+    return 2 <= length <= size - 8 and head[8:9] == b"{"
+
+
+def _read_archive(path: str) -> Checkpoint:
+    """A `.zip` whose members are torch files (e.g. a reinforcement-learning policy's)."""
+    tensors: dict[str, Any] = {}
+    containers: list[str] = []
+    origin = f"zip archive {path!r}"
+    with zipfile.ZipFile(path) as archive:
+        names = [n for n in archive.namelist() if not n.endswith("/")]
+        for name in names:
+            data = archive.read(name)
+            if not (data.startswith(b"PK") or data.startswith(b"\x80")):
+                continue  # JSON, text: not weights
+            try:
+                torch_file = read_torch_bytes(data, f"{name!r} in {path!r}")
+            except TorchFormatError:
+                continue
+            stem = name.rsplit("/", 1)[-1].rsplit(".", 1)[0] if "." in name else name
+            member = _from_tree(torch_file.obj, f"{name!r} in {origin}")
+            tensors |= {f"{stem}.{k}": v for k, v in member.tensors.items()}
+            containers += [f"{stem}.{c}" if c else stem for c in member.containers]
+    if not tensors:
+        raise StateDictError(
+            f"{origin} holds no torch files with tensors (members: {names[:6]}); expected a zip "
+            "whose members are torch.save files"
+        )
+    return Checkpoint(tensors, {}, origin, containers)
+
+
+def _read_file(path: str, fmt: str) -> Checkpoint:
+    """A file, by its content: safetensors, a torch file, an archive of them, or a pickle."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+        size = os.fstat(f.fileno()).st_size
+    if fmt == "safetensors" or _is_safetensors(head, size):
+        return Checkpoint(read_safetensors(path), {}, f"safetensors file {path!r}", [""])
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                is_torch = any(
+                    n.endswith("data.pkl") and n.count("/") == 1 for n in archive.namelist()
+                )
+            return _read_torch_path(path) if is_torch else _read_archive(path)
+        if fmt == "pickle":
+            return _from_tree(read_pickle_file(path), f"pickle {path!r}")
+        try:
+            return _read_torch_path(path)
+        except TorchFormatError as torch_error:
+            if not head.startswith(b"\x80"):
+                raise
+            try:
+                plain = read_pickle_file(path)  # a plain pickle under a torch suffix
+            except TorchFormatError:
+                raise torch_error from None
+            return _from_tree(plain, f"pickle {path!r}")
+    except TorchFormatError as e:
+        raise StateDictError(str(e)) from None
 
 
 def _read_path(path: str) -> Checkpoint:
@@ -546,13 +702,8 @@ def _read_path(path: str) -> Checkpoint:
         raise FileNotFoundError(f"file {path!r} does not exist")
     if fmt != "orbax" and os.path.isdir(path):
         raise StateDictError(f"{path!r} is a directory, expected a {fmt} file")
-    if fmt == "safetensors":
-        return Checkpoint(read_safetensors(path), {}, f"safetensors file {path!r}", [""])
-    if fmt == "torch":
-        try:
-            return _read_torch_path(path)
-        except TorchFormatError as e:
-            raise StateDictError(str(e)) from None
+    if fmt != "orbax":
+        return _read_file(path, fmt)
     tensors, record = read_orbax(path)
     modules = {}
     if isinstance(record, Mapping) and record.get("format") in _CONFIG_FORMATS:
@@ -562,6 +713,87 @@ def _read_path(path: str) -> Checkpoint:
         }
         modules[""] = ModuleInfo(kind, **arguments)
     return Checkpoint(tensors, modules, f"orbax checkpoint {path!r}", [""])
+
+
+def _read_weight_dropped(checkpoint: Checkpoint) -> None:
+    """Weight-dropped LSTMs (AWD-LSTM's `WeightDrop`): the raw weights become the LSTM's.
+
+    The wrapper holds `weight_hh_l0_raw` and the LSTM under `module.` its other weights;
+    its `module.weight_hh_l0` is the raw weight with dropout applied (absent from most
+    files). At eval time dropout is off, so the raw weight is the weight the model uses.
+    """
+    tensors = checkpoint.tensors
+    for key in list(tensors):
+        match = _RAW_WEIGHT.match(key)
+        inner = f"{match['owner']}module." if match else ""
+        if not match or not any(k.startswith(inner + "weight_ih") for k in tensors):
+            continue
+        target = inner + match["name"]
+        had = " (replacing the dropped-out copy the file also holds)" if target in tensors else ""
+        tensors[target] = tensors[key]
+        checkpoint.notes.setdefault(inner, []).append(
+            f"weight-dropped LSTM: {match['name']} is the raw weight {key!r}{had}, the weight "
+            "the model uses at eval time (weight dropout applies only in training)"
+        )
+
+
+def _quantized_layout(cells: dict[int, dict[str, Any]]) -> tuple[bool, str]:
+    """`(bidirectional, problem)` of a quantized LSTM's cells, from their shapes."""
+    n = len(cells)
+    if sorted(cells) != list(range(n)):
+        return False, f"its cells are numbered {sorted(cells)}, not 0 to {n - 1}"
+    inputs = [cells[i]["weight_ih"].shape[1] for i in range(n)]
+    hidden = cells[0]["weight_hh"].shape[1]
+    uni = all(size == hidden for size in inputs[1:])
+    bi = n % 2 == 0 and all(inputs[i] == (inputs[0] if i < 2 else 2 * hidden) for i in range(n))
+    if not (uni or bi):
+        return False, f"its cells' input sizes {inputs} fit no stacking of LSTM layers"
+    return bi and not uni, ""
+
+
+def _read_quantized(checkpoint: Checkpoint) -> None:
+    """Dynamically quantized LSTMs: the dequantized cells under torch's `nn.LSTM` names."""
+    tensors = checkpoint.tensors
+    owners: dict[str, dict[int, dict[str, Any]]] = {}
+    for key in tensors:
+        if match := _QUANTIZED.match(key):
+            cells = owners.setdefault(match["owner"], {})
+            cells.setdefault(int(match["index"]), {})[match["name"]] = tensors[key]
+    for owner, cells in owners.items():
+        bidirectional, problem = _quantized_layout(cells)
+        if problem:
+            raise StateDictError(
+                f"{checkpoint.origin}: the quantized LSTM under {owner!r}: {problem}"
+            )
+        directions = 2 if bidirectional else 1
+        for index, cell in cells.items():
+            layer, direction = divmod(index, directions)
+            suffix = "_reverse" if direction else ""
+            for name, value in cell.items():
+                del tensors[f"{owner}_all_weight_values.{index}.param.{name}"]
+                tensors[f"{owner}{name}_l{layer}{suffix}"] = value
+        note = (
+            "dynamically quantized LSTM: its weights were dequantized with their recorded "
+            "scales and zero points; the port is a float model (it does not quantize "
+            "activations as torch's quantized kernels do, so outputs differ by that rounding)"
+        )
+        if (
+            len(cells) == 2
+            and not bidirectional
+            and cells[0]["weight_ih"].shape == cells[1]["weight_ih"].shape
+        ):
+            note += (
+                "; its two cells fit both 2 layers and 1 bidirectional layer (input size = "
+                "hidden size): read as 2 layers, as the file does not say"
+            )
+        checkpoint.notes.setdefault(owner, []).append(note)
+
+
+def _normalised(checkpoint: Checkpoint) -> Checkpoint:
+    """The checkpoint with weight-dropped and quantized LSTMs under torch's plain names."""
+    _read_quantized(checkpoint)
+    _read_weight_dropped(checkpoint)
+    return checkpoint
 
 
 def read_checkpoint(source: Any) -> Checkpoint:
@@ -584,15 +816,15 @@ def read_checkpoint(source: Any) -> Checkpoint:
     if isinstance(source, Checkpoint):
         return source
     if isinstance(source, (str, os.PathLike)):
-        return _read_path(os.fspath(source))
+        return _normalised(_read_path(os.fspath(source)))
     if isinstance(source, (LSTM, LSTMCell)):
         return _from_jaxlstm_module(source)
     if isinstance(source, Mapping):
-        return _from_tree(source, "the state_dict")
+        return _normalised(_from_tree(source, "the state_dict"))
     if callable(getattr(source, "named_modules", None)) and callable(
         getattr(source, "state_dict", None)
     ):
-        return _from_torch_module(source)
+        return _normalised(_from_torch_module(source))
     raise TypeError(
         "source must be a state_dict (a mapping of tensors, possibly nested in a checkpoint "
         "dict), a torch nn.Module, a jaxlstm module or a file path, got "
@@ -655,6 +887,8 @@ def _infer(
     Raises:
         ValueError: the weights are not exactly an LSTM's (or a cell's); the message says why.
     """
+    if info is not None and info.problem:
+        raise ValueError(info.problem)
     own = _own_entries(tensors, prefix)
     if cell:
         config: LSTMConfig | LSTMCellConfig = LSTMCellConfig.from_state_dict(tensors, prefix=prefix)
@@ -682,7 +916,37 @@ def _infer(
     ]
     if problems:
         raise ValueError(", ".join(problems))
+    _check_no_extras(tensors, prefix, set(expected), own)
     return config
+
+
+def _check_no_extras(
+    tensors: Mapping[str, Any], prefix: str, expected: set[str], own: Mapping[str, Any]
+) -> None:
+    """Refuses look-alikes: torch's names next to parameters an `nn.LSTM` does not have.
+
+    Raises:
+        ValueError: peephole or other extra weights (`weight_ci`, `weight_ip_l0`, ...), or
+            submodules with parameters (`g_norm.weight`, ...), under `prefix`.
+    """
+    extras = sorted(k for k in own if k not in expected and _PARAM_LIKE.match(k))
+    if extras:
+        raise ValueError(
+            f"it has parameters nn.LSTM and nn.LSTMCell do not have ({', '.join(extras[:6])}): "
+            "a peephole or other variant LSTM, which computes something else"
+        )
+    nested = sorted(
+        k[len(prefix) :]
+        for k in tensors
+        if k.startswith(prefix)
+        and "." in k[len(prefix) :]
+        and _PARAM_LIKE.match(k.rsplit(".", 1)[1])
+    )
+    if nested:
+        raise ValueError(
+            f"it has submodules with parameters ({', '.join(nested[:6])}), which nn.LSTM and "
+            "nn.LSTMCell have not (e.g. a layer-normalised LSTM): it computes something else"
+        )
 
 
 def _candidates(checkpoint: Checkpoint) -> list[_Candidate]:
@@ -794,7 +1058,8 @@ def read_lstm(source: Any, *, prefix: str | None = None) -> LSTMWeights:
         k: to_numpy(checkpoint.tensors[found.prefix + k]) for k in found.config.param_shapes()
     }
     info = checkpoint.modules.get(found.prefix)
-    return LSTMWeights(found.prefix, found.config, params, info.training if info else None)
+    notes = tuple(checkpoint.notes.get(found.prefix, ()))
+    return LSTMWeights(found.prefix, found.config, params, info.training if info else None, notes)
 
 
 # ----------------------------------------------------------------------------- matching

@@ -863,7 +863,9 @@ def quantized_cell_params(obj: Any) -> dict[str, np.ndarray] | None:
 # ----------------------------------------------------------------------------- writing
 
 _STORAGE_NAMES = {
-    dtype: name for name, dtype in _STORAGE_DTYPES.items() if name != "UntypedStorage"
+    dtype: name
+    for name, dtype in _STORAGE_DTYPES.items()
+    if name != "UntypedStorage" and not name.startswith("Q")
 }
 
 
