@@ -28,10 +28,12 @@ shapes; its *prefix* is the full key prefix in the flattened source, e.g.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import re
 import struct
+import sys
 import zipfile
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -482,6 +484,9 @@ def _flatten(
     module_class = pickled_module_class(obj)
     if module_class:
         at = f" under the key {path!r}" if path else ""
+        quantized = _quantized_module_inside(obj)
+        if quantized:
+            module_class += f", holding the dynamically quantized {quantized}"
         raise StateDictError(
             f"{origin} holds a pickled torch.nn.Module ({module_class}){at}, not a state_dict: "
             "reading it would run code from the file. In the process that has the model, save "
@@ -501,6 +506,21 @@ def _flatten(
         for i, value in enumerate(obj):
             _flatten(value, join(i), out, containers, origin, above)
     above.discard(id(obj))
+
+
+def _quantized_module_inside(obj: Any, depth: int = 0) -> str:
+    """The class of a quantized module among a pickled module's submodules, else `""`."""
+    name = pickled_module_class(obj) or ""
+    if ".quantized." in name:
+        return name
+    state = obj.state if isinstance(obj, Placeholder) else None
+    children = state.get("_modules") if isinstance(state, Mapping) else None
+    if depth > 20 or not isinstance(children, Mapping):
+        return ""
+    for child in children.values():
+        if found := _quantized_module_inside(child, depth + 1):
+            return found
+    return ""
 
 
 def _from_tree(obj: Any, origin: str) -> Checkpoint:
@@ -578,8 +598,26 @@ def _script_class_problem(name: str) -> str:
     )
 
 
+def _script_objects(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The tensors inside a state_dict's script objects (a quantized LSTM's packed cells).
+
+    They are serialised with torch's own `torch.save` (torch is loaded: the module is a torch
+    module) and read back as a file would be.
+    """
+    objects = {k: v for k, v in state.items() if type(v).__name__ == "ScriptObject"}
+    if not objects:
+        return {}
+    torch = sys.modules["torch"]
+    buffer = io.BytesIO()
+    torch.save(objects, buffer)
+    torch_file = read_torch_bytes(buffer.getvalue(), "the module's quantized parameters")
+    return _from_tree(torch_file.obj, "the module's quantized parameters").tensors
+
+
 def _from_torch_module(module: Any) -> Checkpoint:
-    tensors = {k: v for k, v in module.state_dict().items() if _is_tensor(v)}  # not _extra_state
+    state = module.state_dict()
+    tensors = {k: v for k, v in state.items() if _is_tensor(v)}  # not _extra_state
+    tensors |= _script_objects(state)
     modules = {}
     for name, sub in module.named_modules():
         type_name = getattr(sub, "original_name", None) or type(sub).__name__

@@ -609,7 +609,9 @@ def script_modules(torch_file: TorchFile) -> Iterator[ModuleRecord]:
 
     Yields:
         `ModuleRecord`s; the tensors are the parameters and buffers the class declares
-        (or, without its source, every tensor attribute not starting with `_`).
+        (or, without its source, every tensor attribute not starting with `_`), and the
+        dequantized weights of a quantized LSTM's cells (`param.weight_ih`, ...; see
+        `quantized_cell_params`).
     """
     stack: list[tuple[str, Any]] = [("", torch_file.obj)]
     seen: set[int] = set()
@@ -629,6 +631,8 @@ def script_modules(torch_file: TorchFile) -> Iterator[ModuleRecord]:
             if isinstance(v, np.ndarray)
             and (k in declared if source else not str(k).startswith("_"))
         }
+        for k, v in state.items():  # a quantized LSTM's cells, dequantized
+            tensors |= {f"{k}.{n}": a for n, a in (quantized_cell_params(v) or {}).items()}
         training = state.get("training") if isinstance(state.get("training"), bool) else None
         yield ModuleRecord(
             prefix, obj.qualname, training, tensors, _final_constants(source), source
@@ -813,12 +817,21 @@ def read_pickle_file(path: str | os.PathLike) -> Any:
 _CELL_PARAMS = "__torch__.torch.classes.rnn.CellParamsBase"
 
 
+def _unwrap(value: Any) -> Any:
+    """A TorchScript pickle's `build_tensorlist(x)`/`restore_type_tag(x, type)` as `x`."""
+    if isinstance(value, Placeholder) and value.module == "torch.jit._pickle" and value.args:
+        return value.args[0]
+    return value
+
+
 def _packed_linear(obj: Any) -> tuple[np.ndarray, Any]:
     """`(float weight, bias or None)` of a pickled `LinearPackedParamsBase`."""
     state = obj.state if isinstance(obj, Placeholder) else None
-    if not (isinstance(state, tuple) and len(state) == 2 and isinstance(state[0], tuple)):
+    if isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], str):
+        state = state[0]  # eager pickles add the class name
+    if not (isinstance(state, tuple) and len(state) >= 1):
         raise TorchFormatError("a quantized LSTM holds a packed linear layer of unknown layout")
-    weight, bias = state[0][0], state[0][1] if len(state[0]) > 1 else None
+    weight, bias = state[0], _unwrap(state[1]) if len(state) > 1 else None
     if isinstance(weight, QuantizedTensor):
         weight = weight.dequantize()
     return np.asarray(weight, np.float32), bias
@@ -840,10 +853,14 @@ def quantized_cell_params(obj: Any) -> dict[str, np.ndarray] | None:
     Raises:
         TorchFormatError: a `CellParamsBase` of another kind (e.g. static quantization).
     """
-    state = obj.state if isinstance(obj, Placeholder) else None
-    if not (isinstance(state, tuple) and len(state) == 2 and state[1] == _CELL_PARAMS):
+    if not isinstance(obj, Placeholder) or not isinstance(obj.state, tuple):
         return None
-    inner = state[0]
+    if obj.name() == _CELL_PARAMS:  # TorchScript: the state itself, lists wrapped
+        inner = tuple(_unwrap(v) for v in obj.state)
+    elif len(obj.state) == 2 and obj.state[1] == _CELL_PARAMS:  # torch.save: (state, class)
+        inner = obj.state[0]
+    else:
+        return None
     kind = inner[0] if isinstance(inner, tuple) and inner else None
     if kind not in ("quantized_dynamic", "quantized_fp16") or len(inner) != 5:
         raise TorchFormatError(
