@@ -79,7 +79,15 @@ __all__ = [
 ]
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".jit")
-READ_ONLY_SUFFIXES = {".zip": "archive", ".pkl": "pickle", ".pickle": "pickle"}
+READ_ONLY_SUFFIXES = {
+    ".zip": "archive",
+    ".pkl": "pickle",
+    ".pickle": "pickle",
+    ".keras": "keras",
+    ".h5": "keras",
+    ".hdf5": "keras",
+    ".onnx": "onnx",
+}
 _CONFIG_FORMATS = {"jaxlstm.LSTMConfig": LSTMConfig, "jaxlstm.LSTMCellConfig": LSTMCellConfig}
 _FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 _LSTM_PARAM = re.compile(r"^(weight|bias)_(ih|hh|hr)_l\d+(_reverse)?$")
@@ -216,7 +224,9 @@ def detect_format(path: str | os.PathLike) -> str:
     """`"torch"`, `"safetensors"`, `"archive"`, `"pickle"` or `"orbax"` for a path, from its suffix.
 
     Torch: `.pt .pth .bin .ckpt .jit`; `.safetensors`; archive (read only): a `.zip` whose
-    members are torch files; pickle (read only): `.pkl .pickle`; orbax: an existing
+    members are torch files; pickle (read only): `.pkl .pickle`; keras (read only, see
+    `jaxlstm.keras_io`): `.keras .h5 .hdf5`; onnx (read only, see `jaxlstm.onnx_io`):
+    `.onnx`; orbax: an existing
     directory or a path without a suffix (a directory to create). Reading looks at the
     content as well (a `.ckpt` holding safetensors is read as safetensors).
 
@@ -238,7 +248,8 @@ def detect_format(path: str | os.PathLike) -> str:
     raise StateDictError(
         f"cannot tell the format of {path!r} from its suffix {suffix!r}: expected "
         f"{'/'.join(TORCH_SUFFIXES)} (torch), .safetensors, .zip (an archive of torch files), "
-        ".pkl (a pickle of numpy arrays), or a directory (orbax checkpoint)"
+        ".pkl (a pickle of numpy arrays), .keras/.h5 (Keras), .onnx, or a directory (orbax "
+        "checkpoint)"
     )
 
 
@@ -740,6 +751,14 @@ def _read_path(path: str) -> Checkpoint:
         raise FileNotFoundError(f"file {path!r} does not exist")
     if fmt != "orbax" and os.path.isdir(path):
         raise StateDictError(f"{path!r} is a directory, expected a {fmt} file")
+    if fmt == "keras":
+        from jaxlstm.keras_io import read_keras
+
+        return read_keras(path)
+    if fmt == "onnx":
+        from jaxlstm.onnx_io import read_onnx
+
+        return read_onnx(path)
     if fmt != "orbax":
         return _read_file(path, fmt)
     tensors, record = read_orbax(path)
