@@ -45,7 +45,7 @@ _LSTM_CLASSES = ("LSTM", "CuDNNLSTM")
 
 def _h5py() -> Any:
     try:
-        import h5py
+        import h5py  # type: ignore[import-untyped]
     except ImportError:
         raise ImportError(
             "reading Keras files needs h5py: pip install 'jaxlstm[keras]' (or pip install h5py)"
@@ -246,6 +246,7 @@ def read_keras(path: str | os.PathLike) -> Checkpoint:
                 f"({', '.join(missing)}); weights found for {sorted(weights)}"
             )
         for suffix, found in parts.items():
+            assert found is not None  # checked above
             tensors |= {prefix + k: v for k, v in _direction(found, cudnn, suffix).items()}
         batch_first = not bool(layer.config.get("time_major", False))
         modules[prefix] = ModuleInfo(

@@ -495,9 +495,9 @@ def _flatten(
     module_class = pickled_module_class(obj)
     if module_class:
         at = f" under the key {path!r}" if path else ""
-        quantized = _quantized_module_inside(obj)
-        if quantized:
-            module_class += f", holding the dynamically quantized {quantized}"
+        inside = _quantized_module_inside(obj)
+        if inside:
+            module_class += f", holding the dynamically quantized {inside}"
         raise StateDictError(
             f"{origin} holds a pickled torch.nn.Module ({module_class}){at}, not a state_dict: "
             "reading it would run code from the file. In the process that has the model, save "

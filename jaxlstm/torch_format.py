@@ -713,7 +713,11 @@ class _PickledDtype:
         if not isinstance(self.name, str) or self.name[:1] in ("O", "V", "|"):
             raise TorchFormatError(f"an array has dtype {self.name!r}, which is not read")
         dtype = np.dtype(self.name)
-        return dtype.newbyteorder(self.byteorder) if self.byteorder in "<>" else dtype
+        return (
+            dtype.newbyteorder("<" if self.byteorder == "<" else ">")
+            if self.byteorder in "<>"
+            else dtype
+        )
 
 
 class _PickledArray:
@@ -730,15 +734,20 @@ class _PickledArray:
             raise TorchFormatError("a pickled numpy array holds objects, not numbers")
         flat = np.frombuffer(bytes(raw), dtype.resolve())
         order = "F" if fortran else "C"
-        self.array = flat.reshape(tuple(shape), order=order).astype(flat.dtype.newbyteorder("="))
+        self.array = _native(flat, shape, order)
+
+
+def _native(flat: np.ndarray, shape: Any, order: Any) -> np.ndarray:
+    """`flat` in `shape` (`order` "C" or "F"), copied in native byte order."""
+    shaped = flat.reshape([int(n) for n in shape], order="F" if order == "F" else "C")
+    return shaped.astype(flat.dtype.newbyteorder("="))
 
 
 def _frombuffer(buffer: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
     """`numpy._core.numeric._frombuffer` (pickle protocol 5)."""
     if not isinstance(dtype, _PickledDtype):
         raise TorchFormatError("a pickled numpy array has no dtype")
-    flat = np.frombuffer(bytes(buffer), dtype.resolve())
-    return flat.reshape(tuple(shape), order=order).astype(flat.dtype.newbyteorder("="))
+    return _native(np.frombuffer(bytes(buffer), dtype.resolve()), shape, order)
 
 
 def _scalar(dtype: Any, raw: Any = b"") -> Any:
