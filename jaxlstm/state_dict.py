@@ -9,8 +9,17 @@ A *source* is any of:
   numpy or jax arrays;
 - a torch `nn.Module` (TorchScript modules included), or a `jaxlstm.LSTM`/`LSTMCell`;
 - a path: a torch file (`.pt .pth .bin .ckpt .jit`: `torch.save`'s zip or legacy format,
-  or a TorchScript archive), a `.safetensors` file, or an orbax checkpoint directory (such
-  as `python -m jaxlstm.convert` writes).
+  or a TorchScript archive), a `.safetensors` file (under any suffix: files are recognised
+  by their content), a `.zip` archive of torch files, a `.pkl` pickle of numpy arrays, a
+  Keras `.keras`/`.h5` file (`jaxlstm.keras_io`), an `.onnx` model (`jaxlstm.onnx_io`), or
+  an orbax checkpoint directory (such as `python -m jaxlstm.convert` writes).
+
+Checkpoints in the wild are normalised to torch's plain names: a weight-dropped LSTM
+(AWD-LSTM's `weight_hh_l0_raw` beside `module.weight_ih_l0`) is read with its raw weights;
+a dynamically quantized LSTM (`_all_weight_values.<k>.param`) with its dequantized weights;
+each with a note in `LSTMWeights.notes`. Look-alikes — extra weights (peepholes),
+submodules with parameters (layer norms), torch modules of another class or subclasses
+overriding `forward` — are never listed as LSTMs; the error names why.
 
 Every source is read into a `Checkpoint`: its tensors under flattened keys (nested dicts
 joined with `.`, so `{"model_state": {"lstm.weight_ih_l0": w}}` gives the key

@@ -451,3 +451,10 @@ def test_linear_built_cells_are_not_lstms_and_plain_subclasses_are():
     expect(StateDictError, lambda: jaxlstm.from_torch(XGateLNCell()), "holds no nn.LSTM")
     module = NamedLSTM(I, H).eval()
     _assert_like(jaxlstm.from_torch(module), module, _x())
+
+
+@pytest.mark.parametrize("dst", ["out.keras", "out.onnx", "out.zip", "out.pkl"])
+def test_read_only_formats_are_refused_as_destinations_before_reading(tmp_path, dst, capsys):
+    src = tmp_path / "missing.pt"  # never read: the destination is refused first
+    assert convert.main([str(src), str(tmp_path / dst)]) == 2
+    assert "are read, not written" in capsys.readouterr().err
