@@ -56,6 +56,7 @@ from jaxlstm.torch_format import (
     TorchFormatError,
     pickled_module_class,
     quantized_cell_params,
+    quantized_linear_params,
     read_pickle_file,
     read_torch_bytes,
     read_torch_file,
@@ -104,6 +105,9 @@ _CELL_PARAM = re.compile(r"^(weight|bias)_(ih|hh)$")
 _PARAM_LIKE = re.compile(r"^(weight|bias)")
 _RAW_WEIGHT = re.compile(
     r"^(?P<owner>(?:.*\.)?)(?P<name>weight_hh_l\d+(?:_reverse)?|weight_hh)_raw$"
+)
+_QUANTIZED_CELL = re.compile(
+    r"^(?P<owner>(?:.*\.)?)_packed_weight_(?P<kind>ih|hh)\.(?P<name>weight|bias)$"
 )
 _QUANTIZED = re.compile(
     r"^(?P<owner>(?:.*\.)?)_all_weight_values\.(?P<index>\d+)\.param\."
@@ -495,7 +499,7 @@ def _flatten(
             f"{origin} nests containers deeper than {_MAX_DEPTH} levels (at {path[:200]!r})"
         )
     try:
-        quantized = quantized_cell_params(obj)
+        quantized = quantized_cell_params(obj) or quantized_linear_params(obj)
     except TorchFormatError as e:
         raise StateDictError(f"{origin}: {e}") from None
     if quantized is not None:
@@ -855,9 +859,26 @@ def _read_quantized(checkpoint: Checkpoint) -> None:
         checkpoint.notes.setdefault(owner, []).append(note)
 
 
+def _read_quantized_cells(checkpoint: Checkpoint) -> None:
+    """Dynamically quantized LSTM cells: `_packed_weight_ih.weight` -> `weight_ih`, ..."""
+    tensors = checkpoint.tensors
+    owners = set()
+    for key in list(tensors):
+        if match := _QUANTIZED_CELL.match(key):
+            owner = match["owner"]
+            tensors[f"{owner}{match['name']}_{match['kind']}"] = tensors.pop(key)
+            owners.add(owner)
+    for owner in sorted(owners):
+        checkpoint.notes.setdefault(owner, []).append(
+            "dynamically quantized LSTM cell: its weights were dequantized with their recorded "
+            "scales and zero points; the port is a float model"
+        )
+
+
 def _normalised(checkpoint: Checkpoint) -> Checkpoint:
     """The checkpoint with weight-dropped and quantized LSTMs under torch's plain names."""
     _read_quantized(checkpoint)
+    _read_quantized_cells(checkpoint)
     _read_weight_dropped(checkpoint)
     return checkpoint
 

@@ -50,6 +50,7 @@ __all__ = [
     "describe_bytes",
     "pickled_module_class",
     "quantized_cell_params",
+    "quantized_linear_params",
     "read_pickle_file",
     "read_torch_bytes",
     "read_torch_file",
@@ -844,6 +845,27 @@ def _packed_linear(obj: Any) -> tuple[np.ndarray, Any]:
     if isinstance(weight, QuantizedTensor):
         weight = weight.dequantize()
     return np.asarray(weight, np.float32), bias
+
+
+_LINEAR_PARAMS = "__torch__.torch.classes.quantized.LinearPackedParamsBase"
+
+
+def quantized_linear_params(obj: Any) -> dict[str, np.ndarray] | None:
+    """The float weight and bias of a dynamically quantized linear layer's packed parameters.
+
+    A quantized `nn.LSTMCell` stores `_packed_weight_ih` and `_packed_weight_hh` this way
+    (each with its bias), a quantized `nn.Linear` `_packed_params._packed_params`.
+
+    Returns:
+        `{"weight"[, "bias"]: float32 array}`, or None if `obj` is not such an object.
+    """
+    if not isinstance(obj, Placeholder) or not isinstance(obj.state, tuple):
+        return None
+    eager = len(obj.state) == 2 and obj.state[1] == _LINEAR_PARAMS
+    if not (eager or obj.name() == _LINEAR_PARAMS):
+        return None
+    weight, bias = _packed_linear(obj)
+    return {"weight": weight} | ({} if bias is None else {"bias": np.asarray(bias, np.float32)})
 
 
 def quantized_cell_params(obj: Any) -> dict[str, np.ndarray] | None:

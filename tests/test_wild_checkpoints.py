@@ -458,3 +458,28 @@ def test_read_only_formats_are_refused_as_destinations_before_reading(tmp_path, 
     src = tmp_path / "missing.pt"  # never read: the destination is refused first
     assert convert.main([str(src), str(tmp_path / dst)]) == 2
     assert "are read, not written" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dtype", [torch.qint8, torch.float16], ids=["qint8", "float16"])
+def test_dynamically_quantized_lstm_cell(tmp_path, dtype):
+    torch.manual_seed(0)
+    float_model = torch.nn.Sequential(torch.nn.LSTMCell(I, H))
+    quantized = torch.ao.quantization.quantize_dynamic(
+        float_model, {torch.nn.LSTMCell}, dtype=dtype
+    )
+    torch.save(quantized.state_dict(), tmp_path / "cell.pt")
+    with pytest.warns(UserWarning, match="quantized LSTM cell"):
+        port = jaxlstm.from_torch(tmp_path / "cell.pt")
+    unpack = torch.ops.quantized.linear_unpack_fp16 if dtype == torch.float16 else None
+    unpack = unpack or torch.ops.quantized.linear_unpack
+    for kind in ("ih", "hh"):
+        weight, bias = unpack(getattr(quantized[0], f"_packed_weight_{kind}"))
+        weight = weight.dequantize() if weight.is_quantized else weight.float()
+        np.testing.assert_array_equal(np.asarray(port.params[f"weight_{kind}"]), weight.numpy())
+        np.testing.assert_array_equal(
+            np.asarray(port.params[f"bias_{kind}"]), bias.detach().numpy()
+        )
+    x = _x()[0]
+    with torch.no_grad():
+        want, _ = quantized(torch.from_numpy(x))
+    np.testing.assert_allclose(np.asarray(port(x)[0]), want.numpy(), atol=0.05)
