@@ -103,6 +103,7 @@ _FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 _LSTM_PARAM = re.compile(r"^(weight|bias)_(ih|hh|hr)_l\d+(_reverse)?$")
 _CELL_PARAM = re.compile(r"^(weight|bias)_(ih|hh)$")
 _PARAM_LIKE = re.compile(r"^(weight|bias)")
+_CELL_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 _RAW_WEIGHT = re.compile(
     r"^(?P<owner>(?:.*\.)?)(?P<name>weight_hh_l\d+(?:_reverse)?|weight_hh)_raw$"
 )
@@ -611,6 +612,13 @@ def _class_problem(module: Any) -> str:
             f"its class {cls.__module__}.{cls.__qualname__} subclasses torch.nn.{base.__name__} "
             "and overrides forward, so it may compute something else"
         )
+    standard = getattr(module, "_flat_weights_names", None) or list(_CELL_NAMES)
+    added = [name for name, _ in module.named_parameters() if name not in standard]
+    if below and added:
+        return (
+            f"its class {cls.__module__}.{cls.__qualname__} subclasses torch.nn.{base.__name__} "
+            f"and adds parameters ({', '.join(added[:6])}), so it computes something else"
+        )
     return ""
 
 
@@ -887,7 +895,8 @@ def read_checkpoint(source: Any) -> Checkpoint:
     """Reads any source (see the module docstring) into a `Checkpoint`.
 
     Args:
-        source: a mapping, a torch or jaxlstm module, a path, or a `Checkpoint`.
+        source: a mapping, a torch or jaxlstm module, a path, an `onnx.ModelProto`, or a
+            `Checkpoint`.
 
     Returns:
         The `Checkpoint`; tensors are not copied until used.
@@ -908,6 +917,10 @@ def read_checkpoint(source: Any) -> Checkpoint:
         return _from_jaxlstm_module(source)
     if isinstance(source, Mapping):
         return _normalised(_from_tree(source, "the state_dict"))
+    if type(source).__name__ == "ModelProto" and type(source).__module__.startswith("onnx"):
+        from jaxlstm.onnx_io import read_onnx
+
+        return read_onnx(source)
     if callable(getattr(source, "named_modules", None)) and callable(
         getattr(source, "state_dict", None)
     ):

@@ -197,3 +197,13 @@ def test_not_a_keras_file(tmp_path):
     with h5py.File(tmp_path / "w.h5", "w") as f:
         f.create_dataset("x", data=np.ones(3))
     expect(StateDictError, lambda: from_keras(tmp_path / "w.h5"), "without a model configuration")
+
+
+def test_go_backwards_layer_runs_on_the_reversed_sequence(tmp_path):
+    keras.utils.set_random_seed(2)
+    layer = keras.layers.LSTM(H, return_sequences=True, go_backwards=True, name="back")
+    keras.Sequential([keras.Input((T, I)), layer]).save(tmp_path / "back.keras")
+    with pytest.warns(UserWarning, match="go_backwards"):
+        port = from_keras(tmp_path / "back.keras")
+    x = _x()
+    assert_close(np.asarray(port(x[:, ::-1])[0]), _np(layer(x)), "float32", "go_backwards")

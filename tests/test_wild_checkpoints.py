@@ -406,6 +406,14 @@ class ReluLSTM(torch.nn.LSTM):
         return torch.relu(out), state
 
 
+class ScaledLSTM(torch.nn.LSTM):
+    """A subclass that adds a parameter (used by a forward defined elsewhere)."""
+
+    def __init__(self):
+        super().__init__(I, H)
+        self.scale = torch.nn.Parameter(torch.ones(H))
+
+
 class NamedLSTM(torch.nn.LSTM):
     """A subclass that only adds a method: still an nn.LSTM."""
 
@@ -419,13 +427,19 @@ class NamedLSTM(torch.nn.LSTM):
         (LayerNormLSTMCell, "LayerNormLSTMCell"),
         (ReorderedCell, "ReorderedCell"),
         (lambda: ReluLSTM(I, H), "ReluLSTM"),
+        (ScaledLSTM, "adds parameters (scale)"),
     ],
-    ids=["LSTMCell subclass with norms", "torch names, other class", "overrides forward"],
+    ids=[
+        "LSTMCell subclass with norms",
+        "torch names, other class",
+        "overrides forward",
+        "adds a parameter",
+    ],
 )
 def test_look_alike_modules_are_refused_naming_their_class(make, named):
     module = make()
     assert find_lstms(module) == {}
-    expect(StateDictError, lambda: jaxlstm.from_torch(module), named, "compute something else")
+    expect(StateDictError, lambda: jaxlstm.from_torch(module), named, "something else")
 
 
 class ScriptedLookAlike(torch.nn.Module):
