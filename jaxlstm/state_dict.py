@@ -724,7 +724,7 @@ def _read_archive(path: str) -> Checkpoint:
                 torch_file = read_torch_bytes(data, f"{name!r} in {path!r}")
             except TorchFormatError:
                 continue
-            stem = name.rsplit("/", 1)[-1].rsplit(".", 1)[0] if "." in name else name
+            stem = os.path.splitext(name)[0].replace("/", ".")
             member = _from_tree(torch_file.obj, f"{name!r} in {origin}")
             tensors |= {f"{stem}.{k}": v for k, v in member.tensors.items()}
             containers += [f"{stem}.{c}" if c else stem for c in member.containers]

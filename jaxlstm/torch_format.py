@@ -168,6 +168,7 @@ class _Storage:
 
 def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_: Any) -> np.ndarray:
     """`torch._utils._rebuild_tensor[_v2]`: a strided view of a storage, copied."""
+    storage = _storage_from_bytes(storage)
     if not isinstance(storage, _Storage):
         raise TorchFormatError(f"a tensor refers to {type(storage).__name__}, not to a storage")
     size, stride = tuple(size), tuple(stride)
@@ -192,11 +193,25 @@ def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_: Any) 
     return np.array(view)  # a copy: tensors sharing a storage stay independent
 
 
+def _storage_from_bytes(storage: Any) -> Any:
+    """`torch.storage._load_from_bytes(b)` (a tensor pickled with `pickle`, not `torch.save`):
+    `b` is a `torch.save` file holding the storage, read like any other."""
+    if (
+        isinstance(storage, Placeholder)
+        and storage.name() == "torch.storage._load_from_bytes"
+        and storage.args
+        and isinstance(storage.args[0], bytes)
+    ):
+        return read_torch_bytes(storage.args[0], "a pickled storage").obj
+    return storage
+
+
 def _rebuild_tensor_v3(
     storage: Any, offset: Any, size: Any, stride: Any, _grad: Any, _hooks: Any, dtype: Any, *_: Any
 ) -> np.ndarray:
     """`torch._utils._rebuild_tensor_v3`: an untyped storage viewed as `dtype`."""
     name = getattr(dtype, "qualname", None)
+    storage = _storage_from_bytes(storage)
     if name not in _TORCH_DTYPES or not isinstance(storage, _Storage):
         raise TorchFormatError(
             f"a tensor has dtype torch.{name}, which this reader does not support"
@@ -796,8 +811,8 @@ def read_pickle_file(path: str | os.PathLike) -> Any:
 
     numpy arrays (numpy 1's `numpy.core` and numpy 2's `numpy._core` paths, pickle protocols
     2 to 5) become arrays; dicts, lists, numbers and strings stay; any other object becomes
-    an inert `Placeholder`. Torch tensors pickled this way (not via `torch.save`) carry no
-    storages and are refused.
+    an inert `Placeholder`. Torch tensors pickled this way (not via `torch.save`) hold
+    their storages as nested `torch.save` files, which are read like any torch file.
 
     Raises:
         TorchFormatError: not a pickle, a damaged one, or object arrays.
@@ -808,8 +823,8 @@ def read_pickle_file(path: str | os.PathLike) -> Any:
 
     def no_storage(key: str, dtype: np.dtype, numel: int) -> np.ndarray:
         raise TorchFormatError(
-            "it is a pickle of torch tensors without their storages (written by pickle.dump, "
-            "not torch.save): save it with torch.save"
+            "it refers to storages outside the pickle (persistent ids), as only torch.save's "
+            "formats do: read it as a torch file"
         )
 
     unpickler = _Unpickler(io.BytesIO(data), no_storage, extra_globals=_NUMPY_GLOBALS)

@@ -132,6 +132,12 @@ def test_pickle_of_numpy_arrays_under_torch_names(tmp_path, how):
     _assert_like(jaxlstm.from_torch(path), module, _x())
 
 
+def test_pickle_of_torch_tensors(tmp_path):
+    module = _torch_lstm(num_layers=2)
+    (tmp_path / "tensors.pkl").write_bytes(pickle.dumps({"lstm": dict(module.state_dict())}))
+    _assert_like(jaxlstm.from_torch(tmp_path / "tensors.pkl"), module, _x())
+
+
 def test_a_pickle_never_runs_code(tmp_path):
     class Evil:
         def __reduce__(self):
