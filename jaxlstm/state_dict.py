@@ -43,6 +43,7 @@ import os
 import re
 import struct
 import sys
+import warnings
 import zipfile
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -1245,10 +1246,21 @@ def match_state_dict(
     Raises:
         StateDictError: one message listing every missing and unexpected key (when strict),
             every shape mismatch and non-floating dtype (always), and where the keys are
-            if not under `prefix`.
+            if not under `prefix`; or the module under `prefix` is a refused look-alike
+            (e.g. a Keras layer with `hard_sigmoid`, an `nn.LSTM` subclass overriding
+            `forward`). Notes on how weights were read (dequantized, raw weight-dropped)
+            are issued as `UserWarning`s.
         TypeError, FileNotFoundError: see `read_checkpoint`.
     """
     checkpoint = read_checkpoint(source)
+    info = checkpoint.modules.get(prefix)
+    if info is not None and info.problem:
+        raise StateDictError(
+            f"error loading {checkpoint.origin}: the module under prefix={prefix!r} is not "
+            f"ported: {info.problem}"
+        )
+    for note in checkpoint.notes.get(prefix, ()):
+        warnings.warn(f"loading {prefix or 'the LSTM'!r}: {note}", UserWarning, stacklevel=3)
     found = {k[len(prefix) :]: v for k, v in checkpoint.tensors.items() if k.startswith(prefix)}
     missing = [k for k in expected if k not in found]
     unexpected = [prefix + k for k in found if k not in expected]

@@ -207,3 +207,16 @@ def test_go_backwards_layer_runs_on_the_reversed_sequence(tmp_path):
         port = from_keras(tmp_path / "back.keras")
     x = _x()
     assert_close(np.asarray(port(x[:, ::-1])[0]), _np(layer(x)), "float32", "go_backwards")
+
+
+def test_load_into_an_existing_module_refuses_a_refused_layer(tmp_path):
+    model = keras.Sequential(
+        [keras.Input((T, I)), keras.layers.LSTM(H, recurrent_activation="hard_sigmoid", name="h")]
+    )
+    model.save(tmp_path / "h.keras")
+    target = jaxlstm.LSTM(I, H, batch_first=True, rngs=__import__("flax").nnx.Rngs(0))
+    expect(
+        StateDictError,
+        lambda: jaxlstm.load_torch_state_dict(target, tmp_path / "h.keras", prefix="h."),
+        "hard_sigmoid",
+    )
