@@ -136,20 +136,21 @@ def _read_node(
     peepholes = _input(node, 7, constants, "P")
     tensors = _torch_weights(np.asarray(W), np.asarray(R), B, directions)
     notes = []
+    layout = int(attributes.get("layout", 0))
     for index, state in ((5, "initial_h"), (6, "initial_c")):
         value = _input(node, index, constants, state)
         if value is not None:
             tensors[state] = value
+            shape = " (layout=1: [B, D, H], transpose it to [D, B, H])" if layout else ""
             notes.append(
-                f"{state} is a constant of the graph, kept as the tensor {name + '.' + state!r}: "
-                "pass it as hx"
+                f"{state} is a constant of the graph, kept as the tensor {name + '.' + state!r}"
+                f"{shape}: pass it as hx"
             )
     if direction == "reverse":
         notes.append(
             'direction="reverse": the port runs forward in time; feed it each sequence '
             "reversed (over its own length) and reverse its output to get ONNX's Y"
         )
-    layout = int(attributes.get("layout", 0))
     problem = _problem(attributes, peepholes, directions)
     return tensors, ModuleInfo("LSTM", False, layout == 1, 0.0, problem=problem), notes
 
