@@ -220,3 +220,9 @@ def test_load_into_an_existing_module_refuses_a_refused_layer(tmp_path):
         lambda: jaxlstm.load_torch_state_dict(target, tmp_path / "h.keras", prefix="h."),
         "hard_sigmoid",
     )
+
+
+def test_without_h5py_the_error_names_the_extra(models, monkeypatch):
+    _, root = models
+    monkeypatch.setitem(__import__("sys").modules, "h5py", None)
+    expect(ImportError, lambda: from_keras(root / "model.h5"), "jaxlstm[keras]")

@@ -241,3 +241,9 @@ def test_computed_weights_are_refused():
     model.graph.node.insert(0, node)
     model.graph.node[1].input[1] = "W_copy"
     expect(StateDictError, lambda: from_onnx(model), "input W", "computed in the graph")
+
+
+def test_without_onnx_the_error_names_the_extra(tmp_path, monkeypatch):
+    onnx.save(_lstm_model(), tmp_path / "m.onnx")
+    monkeypatch.setitem(__import__("sys").modules, "onnx", None)
+    expect(ImportError, lambda: find_lstms(tmp_path / "m.onnx"), "jaxlstm[onnx]")
