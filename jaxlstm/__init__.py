@@ -15,8 +15,10 @@ from jaxlstm import (
     flax_io,
     haiku_io,
     initializers,
+    keras_io,
     linen,
     native,
+    onnx_io,
     state_dict,
     torch_io,
 )
@@ -25,9 +27,11 @@ from jaxlstm.config import LSTMCellConfig, LSTMConfig
 from jaxlstm.flax_io import from_flax, to_flax
 from jaxlstm.haiku_io import from_haiku, to_haiku
 from jaxlstm.initializers import init_params
+from jaxlstm.keras_io import from_keras
 from jaxlstm.lstm import lstm
 from jaxlstm.native import native_backend
 from jaxlstm.nnx import LSTM, LSTMCell
+from jaxlstm.onnx_io import from_onnx
 from jaxlstm.options import ScanOptions, use_backend
 from jaxlstm.state_dict import find_lstms, read_state_dict
 from jaxlstm.torch_io import from_torch, load_torch_state_dict, torch_state_dict
@@ -45,16 +49,20 @@ __all__ = [
     "flax_io",
     "from_flax",
     "from_haiku",
+    "from_keras",
+    "from_onnx",
     "from_torch",
     "haiku_io",
     "init_params",
     "initializers",
+    "keras_io",
     "linen",
     "load_torch_state_dict",
     "lstm",
     "lstm_cell",
     "native",
     "native_backend",
+    "onnx_io",
     "read_state_dict",
     "state_dict",
     "to_flax",

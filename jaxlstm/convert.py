@@ -5,7 +5,11 @@ Sources (SRC), as `jaxlstm.from_torch` reads them, without running code from the
 - torch files `.pt .pth .bin .ckpt .jit`: a `state_dict`, a training checkpoint nesting one
   at any depth (`{"model_state": ..., "optimizer": ..., "step": 3}`), a TorchScript archive
   (`torch.jit.save`), or the legacy format; objects of other libraries in them are skipped;
-- `.safetensors` files;
+- `.safetensors` files (under any suffix: the content decides);
+- checkpoints in the wild, read only: `.zip` archives of torch files (e.g. a recurrent RL
+  policy), `.pkl` pickles of numpy arrays, Keras `.keras`/`.h5` model files and `.onnx`
+  models (see `jaxlstm.keras_io`, `jaxlstm.onnx_io`); weight-dropped and dynamically
+  quantized LSTMs are written as their eval-time float weights, with a `note:` line;
 - orbax checkpoint directories, such as this command writes, or any orbax pytree (nested
   keys joined with `.`).
 
@@ -43,6 +47,7 @@ from typing import Any, NoReturn
 
 from jaxlstm.config import LSTMConfig
 from jaxlstm.state_dict import (
+    READ_ONLY_SUFFIXES,
     LSTMWeights,
     StateDictError,
     detect_format,
@@ -58,12 +63,17 @@ def check_paths(src: str | os.PathLike, dst: str | os.PathLike, *, force: bool =
     """Checks a conversion's paths before anything is read.
 
     Raises:
-        StateDictError: a suffix names no known format.
+        StateDictError: a suffix names no known format, or `dst` one that is only read
+            (`.zip .pkl .keras .h5 .onnx`).
         FileNotFoundError: `src` does not exist.
         FileExistsError: `dst` exists and `force` is False.
     """
     detect_format(src)
-    detect_format(dst)
+    if detect_format(dst) in READ_ONLY_SUFFIXES.values():
+        raise StateDictError(
+            f"destination {os.fspath(dst)!r}: {detect_format(dst)} files are read, not written; "
+            "write a torch file, .safetensors or an orbax directory"
+        )
     if not os.path.exists(src):
         raise FileNotFoundError(f"source {os.fspath(src)!r} does not exist")
     if os.path.exists(dst) and not force:
@@ -130,7 +140,9 @@ def _parser() -> argparse.ArgumentParser:
         "directory, inferring the configuration from the weights.",
     )
     parser.add_argument(
-        "src", help="source: .pt/.pth/.bin/.ckpt/.jit, .safetensors, or an orbax directory"
+        "src",
+        help="source: .pt/.pth/.bin/.ckpt/.jit, .safetensors, .zip, .pkl, .keras/.h5, .onnx, "
+        "or an orbax directory",
     )
     parser.add_argument(
         "dst", nargs="?", help="destination: a torch file, .safetensors, or a new directory (orbax)"
@@ -180,6 +192,8 @@ def _run(args: Any) -> None:
         f"of {args.src}"
     )
     print(f"inferred {weights.config}")
+    for note in weights.notes:
+        print(f"note: {note}")
     print(f"wrote {detect_format(args.dst)} {args.dst}")
 
 

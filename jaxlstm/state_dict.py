@@ -9,8 +9,17 @@ A *source* is any of:
   numpy or jax arrays;
 - a torch `nn.Module` (TorchScript modules included), or a `jaxlstm.LSTM`/`LSTMCell`;
 - a path: a torch file (`.pt .pth .bin .ckpt .jit`: `torch.save`'s zip or legacy format,
-  or a TorchScript archive), a `.safetensors` file, or an orbax checkpoint directory (such
-  as `python -m jaxlstm.convert` writes).
+  or a TorchScript archive), a `.safetensors` file (under any suffix: files are recognised
+  by their content), a `.zip` archive of torch files, a `.pkl` pickle of numpy arrays, a
+  Keras `.keras`/`.h5` file (`jaxlstm.keras_io`), an `.onnx` model (`jaxlstm.onnx_io`), or
+  an orbax checkpoint directory (such as `python -m jaxlstm.convert` writes).
+
+Checkpoints in the wild are normalised to torch's plain names: a weight-dropped LSTM
+(AWD-LSTM's `weight_hh_l0_raw` beside `module.weight_ih_l0`) is read with its raw weights;
+a dynamically quantized LSTM (`_all_weight_values.<k>.param`) with its dequantized weights;
+each with a note in `LSTMWeights.notes`. Look-alikes — extra weights (peepholes),
+submodules with parameters (layer norms), torch modules of another class or subclasses
+overriding `forward` — are never listed as LSTMs; the error names why.
 
 Every source is read into a `Checkpoint`: its tensors under flattened keys (nested dicts
 joined with `.`, so `{"model_state": {"lstm.weight_ih_l0": w}}` gives the key
@@ -28,10 +37,14 @@ shapes; its *prefix* is the full key prefix in the flattened source, e.g.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import re
 import struct
+import sys
+import warnings
+import zipfile
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -43,6 +56,10 @@ from jaxlstm.torch_format import (
     Placeholder,
     TorchFormatError,
     pickled_module_class,
+    quantized_cell_params,
+    quantized_linear_params,
+    read_pickle_file,
+    read_torch_bytes,
     read_torch_file,
     script_modules,
     traced_lstm_arguments,
@@ -50,6 +67,7 @@ from jaxlstm.torch_format import (
 )
 
 __all__ = [
+    "READ_ONLY_SUFFIXES",
     "TORCH_SUFFIXES",
     "Checkpoint",
     "LSTMWeights",
@@ -74,10 +92,32 @@ __all__ = [
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".jit")
 """The suffixes read and written as torch files (`torch.save`'s formats, TorchScript)."""
 
+READ_ONLY_SUFFIXES = {
+    ".zip": "archive",
+    ".pkl": "pickle",
+    ".pickle": "pickle",
+    ".keras": "keras",
+    ".h5": "keras",
+    ".hdf5": "keras",
+    ".onnx": "onnx",
+}
+"""The suffixes read but never written, and the format each names."""
 _CONFIG_FORMATS = {"jaxlstm.LSTMConfig": LSTMConfig, "jaxlstm.LSTMCellConfig": LSTMCellConfig}
 _FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 _LSTM_PARAM = re.compile(r"^(weight|bias)_(ih|hh|hr)_l\d+(_reverse)?$")
 _CELL_PARAM = re.compile(r"^(weight|bias)_(ih|hh)$")
+_PARAM_LIKE = re.compile(r"^(weight|bias)")
+_CELL_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+_RAW_WEIGHT = re.compile(
+    r"^(?P<owner>(?:.*\.)?)(?P<name>weight_hh_l\d+(?:_reverse)?|weight_hh)_raw$"
+)
+_QUANTIZED_CELL = re.compile(
+    r"^(?P<owner>(?:.*\.)?)_packed_weight_(?P<kind>ih|hh)\.(?P<name>weight|bias)$"
+)
+_QUANTIZED = re.compile(
+    r"^(?P<owner>(?:.*\.)?)_all_weight_values\.(?P<index>\d+)\.param\."
+    r"(?P<name>weight_ih|weight_hh|bias_ih|bias_hh)$"
+)
 _SAFETENSORS_DTYPES = {
     "F64": np.dtype(np.float64),
     "F32": np.dtype(np.float32),
@@ -112,12 +152,15 @@ class ModuleInfo:
         training: its `training` flag (torch and TorchScript modules).
         batch_first: the `nn.LSTM` argument, which the weights cannot tell.
         dropout: the `nn.LSTM` argument, which the weights cannot tell.
+        problem: why the module, though it holds an LSTM's weights, is not ported (e.g. a
+            subclass of `nn.LSTM` that overrides `forward`); empty if none.
     """
 
     type_name: str
     training: bool | None = None
     batch_first: bool | None = None
     dropout: float | None = None
+    problem: str = ""
 
 
 @dataclasses.dataclass
@@ -130,12 +173,15 @@ class Checkpoint:
             TorchScript modules, an orbax checkpoint's recorded configuration).
         origin: what the source is, for messages, e.g. `"torch checkpoint 'model.pt'"`.
         containers: the nested dicts searched, by key path (`""` the top level).
+        notes: `{prefix: [note]}`: what a port of the LSTM under `prefix` should say about
+            how its weights were read (raw weight-dropped weights, dequantized weights).
     """
 
     tensors: dict[str, Any]
     modules: dict[str, ModuleInfo] = dataclasses.field(default_factory=dict)
     origin: str = "the state_dict"
     containers: list[str] = dataclasses.field(default_factory=lambda: [""])
+    notes: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
 
 class LSTMWeights(NamedTuple):
@@ -147,12 +193,15 @@ class LSTMWeights(NamedTuple):
             records them (else torch's defaults).
         params: `{torch name: np.ndarray}` in torch's order, the prefix stripped.
         training: the module's `training` flag if the source records one, else None.
+        notes: what a port should tell the user about how the weights were read, e.g.
+            that they were dequantized; empty for a plain LSTM.
     """
 
     prefix: str
     config: LSTMConfig | LSTMCellConfig
     params: dict[str, np.ndarray]
     training: bool | None
+    notes: tuple[str, ...] = ()
 
 
 # ----------------------------------------------------------------------------- arrays
@@ -190,10 +239,14 @@ def _is_tensor(value: Any) -> bool:
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """`"torch"`, `"safetensors"` or `"orbax"` for a path, from its suffix.
+    """`"torch"`, `"safetensors"`, `"archive"`, `"pickle"` or `"orbax"` for a path, from its suffix.
 
-    Torch: `.pt .pth .bin .ckpt .jit`; `.safetensors`; orbax: an existing directory or a
-    path without a suffix (a directory to create).
+    Torch: `.pt .pth .bin .ckpt .jit`; `.safetensors`; archive (read only): a `.zip` whose
+    members are torch files; pickle (read only): `.pkl .pickle`; keras (read only, see
+    `jaxlstm.keras_io`): `.keras .h5 .hdf5`; onnx (read only, see `jaxlstm.onnx_io`):
+    `.onnx`; orbax: an existing
+    directory or a path without a suffix (a directory to create). Reading looks at the
+    content as well (a `.ckpt` holding safetensors is read as safetensors).
 
     Raises:
         StateDictError: any other suffix.
@@ -204,12 +257,17 @@ def detect_format(path: str | os.PathLike) -> str:
         return "torch"
     if lower.endswith(".safetensors"):
         return "safetensors"
+    for read_only, fmt in READ_ONLY_SUFFIXES.items():
+        if lower.endswith(read_only):
+            return fmt
     suffix = os.path.splitext(path.rstrip("/" + os.sep))[1]
     if os.path.isdir(path) or not suffix:
         return "orbax"
     raise StateDictError(
         f"cannot tell the format of {path!r} from its suffix {suffix!r}: expected "
-        f"{'/'.join(TORCH_SUFFIXES)} (torch), .safetensors, or a directory (orbax checkpoint)"
+        f"{'/'.join(TORCH_SUFFIXES)} (torch), .safetensors, .zip (an archive of torch files), "
+        ".pkl (a pickle of numpy arrays), .keras/.h5 (Keras), .onnx, or a directory (orbax "
+        "checkpoint)"
     )
 
 
@@ -397,6 +455,11 @@ def write_state_dict(
         StateDictError: an unknown suffix, or an orbax destination without `config`.
     """
     fmt = detect_format(path)
+    if fmt in READ_ONLY_SUFFIXES.values():
+        raise StateDictError(
+            f"cannot write {os.fspath(path)!r}: the {fmt} format is read only; write a torch "
+            f"file ({'/'.join(TORCH_SUFFIXES)}), .safetensors or an orbax directory"
+        )
     if os.path.exists(path) and not force:
         raise FileExistsError(
             f"destination {os.fspath(path)!r} already exists "
@@ -440,9 +503,19 @@ def _flatten(
         raise StateDictError(
             f"{origin} nests containers deeper than {_MAX_DEPTH} levels (at {path[:200]!r})"
         )
+    try:
+        quantized = quantized_cell_params(obj) or quantized_linear_params(obj)
+    except TorchFormatError as e:
+        raise StateDictError(f"{origin}: {e}") from None
+    if quantized is not None:
+        out |= {(f"{path}." if path else "") + k: v for k, v in quantized.items()}
+        return
     module_class = pickled_module_class(obj)
     if module_class:
         at = f" under the key {path!r}" if path else ""
+        inside = _quantized_module_inside(obj)
+        if inside:
+            module_class += f", holding the dynamically quantized {inside}"
         raise StateDictError(
             f"{origin} holds a pickled torch.nn.Module ({module_class}){at}, not a state_dict: "
             "reading it would run code from the file. In the process that has the model, save "
@@ -462,6 +535,21 @@ def _flatten(
         for i, value in enumerate(obj):
             _flatten(value, join(i), out, containers, origin, above)
     above.discard(id(obj))
+
+
+def _quantized_module_inside(obj: Any, depth: int = 0) -> str:
+    """The class of a quantized module among a pickled module's submodules, else `""`."""
+    name = pickled_module_class(obj) or ""
+    if ".quantized." in name:
+        return name
+    state = obj.state if isinstance(obj, Placeholder) else None
+    children = state.get("_modules") if isinstance(state, Mapping) else None
+    if depth > 20 or not isinstance(children, Mapping):
+        return ""
+    for child in children.values():
+        if found := _quantized_module_inside(child, depth + 1):
+            return found
+    return ""
 
 
 def _from_tree(obj: Any, origin: str) -> Checkpoint:
@@ -498,14 +586,82 @@ def _lstm_arguments(module: Any) -> dict[str, Any]:
     return found
 
 
+def _class_problem(module: Any) -> str:
+    """Why a torch module holding an LSTM's parameter names is not an `nn.LSTM`/`LSTMCell`.
+
+    Empty for torch's own classes and for subclasses that only add methods; TorchScript
+    modules are judged by their class name in `_read_torch_path`'s way.
+    """
+    cls = type(module)
+    if hasattr(module, "_c"):
+        name = str(getattr(module, "original_name", cls.__name__))
+        return "" if name in ("LSTM", "LSTMCell") else _script_class_problem(name)
+    base = next(
+        (
+            c
+            for c in cls.__mro__
+            if c.__module__ == "torch.nn.modules.rnn" and c.__name__ in ("LSTM", "LSTMCell")
+        ),
+        None,
+    )
+    if base is None:
+        return (
+            f"its class {cls.__module__}.{cls.__qualname__} is not torch.nn.LSTM or "
+            "nn.LSTMCell, though its parameters carry their names: it may compute something "
+            "else (another gate order, peepholes, normalisation)"
+        )
+    below = cls.__mro__[: cls.__mro__.index(base)]
+    if any("forward" in c.__dict__ for c in below):
+        return (
+            f"its class {cls.__module__}.{cls.__qualname__} subclasses torch.nn.{base.__name__} "
+            "and overrides forward, so it may compute something else"
+        )
+    standard = getattr(module, "_flat_weights_names", None) or list(_CELL_NAMES)
+    added = [name for name, _ in module.named_parameters() if name not in standard]
+    if below and added:
+        return (
+            f"its class {cls.__module__}.{cls.__qualname__} subclasses torch.nn.{base.__name__} "
+            f"and adds parameters ({', '.join(added[:6])}), so it computes something else"
+        )
+    return ""
+
+
+def _script_class_problem(name: str) -> str:
+    return (
+        f"its TorchScript class {name} is not torch.nn.LSTM or nn.LSTMCell, though its "
+        "parameters carry their names: it may compute something else (a subclass with its own "
+        "forward, another gate order, peepholes, normalisation)"
+    )
+
+
+def _script_objects(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The tensors inside a state_dict's script objects (a quantized LSTM's packed cells).
+
+    They are serialised with torch's own `torch.save` (torch is loaded: the module is a torch
+    module) and read back as a file would be.
+    """
+    objects = {k: v for k, v in state.items() if type(v).__name__ == "ScriptObject"}
+    if not objects:
+        return {}
+    torch = sys.modules["torch"]
+    buffer = io.BytesIO()
+    torch.save(objects, buffer)
+    torch_file = read_torch_bytes(buffer.getvalue(), "the module's quantized parameters")
+    return _from_tree(torch_file.obj, "the module's quantized parameters").tensors
+
+
 def _from_torch_module(module: Any) -> Checkpoint:
-    tensors = {k: v for k, v in module.state_dict().items() if _is_tensor(v)}  # not _extra_state
+    state = module.state_dict()
+    tensors = {k: v for k, v in state.items() if _is_tensor(v)}  # not _extra_state
+    tensors |= _script_objects(state)
     modules = {}
     for name, sub in module.named_modules():
         type_name = getattr(sub, "original_name", None) or type(sub).__name__
         info = ModuleInfo(str(type_name), training=bool(sub.training))
         if str(type_name) == "LSTM" or hasattr(sub, "weight_ih_l0"):
             info = dataclasses.replace(info, **_lstm_arguments(sub))
+        if hasattr(sub, "weight_ih_l0") or hasattr(sub, "weight_ih"):
+            info = dataclasses.replace(info, problem=_class_problem(sub))
         modules[f"{name}." if name else ""] = info
     kind = "TorchScript module" if hasattr(module, "_c") else "torch module"
     return Checkpoint(tensors, modules, f"the {kind} {type(module).__name__}", [""])
@@ -539,8 +695,80 @@ def _read_torch_path(path: str) -> Checkpoint:
             arguments = traced_lstm_arguments(record.code)
         if "dropout" in arguments:
             arguments["dropout"] = float(arguments["dropout"])
-        modules[record.prefix] = ModuleInfo(record.type_name, record.training, **arguments)
+        problem = (
+            ""
+            if record.type_name in ("LSTM", "LSTMCell")
+            else _script_class_problem(record.type_name)
+        )
+        modules[record.prefix] = ModuleInfo(
+            record.type_name, record.training, problem=problem, **arguments
+        )
     return Checkpoint(tensors, modules, f"TorchScript archive {path!r}", [""])
+
+
+def _is_safetensors(head: bytes, size: int) -> bool:
+    """Whether a file's first bytes are a safetensors header (an 8-byte length, then JSON)."""
+    if len(head) < 10:
+        return False
+    (length,) = struct.unpack("<Q", head[:8])
+    return 2 <= length <= size - 8 and head[8:9] == b"{"
+
+
+def _read_archive(path: str) -> Checkpoint:
+    """A `.zip` whose members are torch files (e.g. a reinforcement-learning policy's)."""
+    tensors: dict[str, Any] = {}
+    containers: list[str] = []
+    origin = f"zip archive {path!r}"
+    with zipfile.ZipFile(path) as archive:
+        names = [n for n in archive.namelist() if not n.endswith("/")]
+        for name in names:
+            data = archive.read(name)
+            if not (data.startswith(b"PK") or data.startswith(b"\x80")):
+                continue  # JSON, text: not weights
+            try:
+                torch_file = read_torch_bytes(data, f"{name!r} in {path!r}")
+            except TorchFormatError:
+                continue
+            stem = os.path.splitext(name)[0].replace("/", ".")
+            member = _from_tree(torch_file.obj, f"{name!r} in {origin}")
+            tensors |= {f"{stem}.{k}": v for k, v in member.tensors.items()}
+            containers += [f"{stem}.{c}" if c else stem for c in member.containers]
+    if not tensors:
+        raise StateDictError(
+            f"{origin} holds no torch files with tensors (members: {names[:6]}); expected a zip "
+            "whose members are torch.save files"
+        )
+    return Checkpoint(tensors, {}, origin, containers)
+
+
+def _read_file(path: str, fmt: str) -> Checkpoint:
+    """A file, by its content: safetensors, a torch file, an archive of them, or a pickle."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+        size = os.fstat(f.fileno()).st_size
+    if fmt == "safetensors" or _is_safetensors(head, size):
+        return Checkpoint(read_safetensors(path), {}, f"safetensors file {path!r}", [""])
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                is_torch = any(
+                    n.endswith("data.pkl") and n.count("/") == 1 for n in archive.namelist()
+                )
+            return _read_torch_path(path) if is_torch else _read_archive(path)
+        if fmt == "pickle":
+            return _from_tree(read_pickle_file(path), f"pickle {path!r}")
+        try:
+            return _read_torch_path(path)
+        except TorchFormatError as torch_error:
+            if not head.startswith(b"\x80"):
+                raise
+            try:
+                plain = read_pickle_file(path)  # a plain pickle under a torch suffix
+            except TorchFormatError:
+                raise torch_error from None
+            return _from_tree(plain, f"pickle {path!r}")
+    except TorchFormatError as e:
+        raise StateDictError(str(e)) from None
 
 
 def _read_path(path: str) -> Checkpoint:
@@ -549,13 +777,16 @@ def _read_path(path: str) -> Checkpoint:
         raise FileNotFoundError(f"file {path!r} does not exist")
     if fmt != "orbax" and os.path.isdir(path):
         raise StateDictError(f"{path!r} is a directory, expected a {fmt} file")
-    if fmt == "safetensors":
-        return Checkpoint(read_safetensors(path), {}, f"safetensors file {path!r}", [""])
-    if fmt == "torch":
-        try:
-            return _read_torch_path(path)
-        except TorchFormatError as e:
-            raise StateDictError(str(e)) from None
+    if fmt == "keras":
+        from jaxlstm.keras_io import read_keras
+
+        return read_keras(path)
+    if fmt == "onnx":
+        from jaxlstm.onnx_io import read_onnx
+
+        return read_onnx(path)
+    if fmt != "orbax":
+        return _read_file(path, fmt)
     tensors, record = read_orbax(path)
     modules = {}
     if isinstance(record, Mapping) and record.get("format") in _CONFIG_FORMATS:
@@ -567,11 +798,110 @@ def _read_path(path: str) -> Checkpoint:
     return Checkpoint(tensors, modules, f"orbax checkpoint {path!r}", [""])
 
 
+def _read_weight_dropped(checkpoint: Checkpoint) -> None:
+    """Weight-dropped LSTMs (AWD-LSTM's `WeightDrop`): the raw weights become the LSTM's.
+
+    The wrapper holds `weight_hh_l0_raw` and the LSTM under `module.` its other weights;
+    its `module.weight_hh_l0` is the raw weight with dropout applied (absent from most
+    files). At eval time dropout is off, so the raw weight is the weight the model uses.
+    """
+    tensors = checkpoint.tensors
+    for key in list(tensors):
+        match = _RAW_WEIGHT.match(key)
+        inner = f"{match['owner']}module." if match else ""
+        if not match or not any(k.startswith(inner + "weight_ih") for k in tensors):
+            continue
+        target = inner + match["name"]
+        had = " (replacing the dropped-out copy the file also holds)" if target in tensors else ""
+        tensors[target] = tensors[key]
+        checkpoint.notes.setdefault(inner, []).append(
+            f"weight-dropped LSTM: {match['name']} is the raw weight {key!r}{had}, the weight "
+            "the model uses at eval time (weight dropout applies only in training)"
+        )
+
+
+def _quantized_layout(cells: dict[int, dict[str, Any]]) -> tuple[bool, str]:
+    """`(bidirectional, problem)` of a quantized LSTM's cells, from their shapes."""
+    n = len(cells)
+    if sorted(cells) != list(range(n)):
+        return False, f"its cells are numbered {sorted(cells)}, not 0 to {n - 1}"
+    inputs = [cells[i]["weight_ih"].shape[1] for i in range(n)]
+    hidden = cells[0]["weight_hh"].shape[1]
+    uni = all(size == hidden for size in inputs[1:])
+    bi = n % 2 == 0 and all(inputs[i] == (inputs[0] if i < 2 else 2 * hidden) for i in range(n))
+    if not (uni or bi):
+        return False, f"its cells' input sizes {inputs} fit no stacking of LSTM layers"
+    return bi and not uni, ""
+
+
+def _read_quantized(checkpoint: Checkpoint) -> None:
+    """Dynamically quantized LSTMs: the dequantized cells under torch's `nn.LSTM` names."""
+    tensors = checkpoint.tensors
+    owners: dict[str, dict[int, dict[str, Any]]] = {}
+    for key in tensors:
+        if match := _QUANTIZED.match(key):
+            cells = owners.setdefault(match["owner"], {})
+            cells.setdefault(int(match["index"]), {})[match["name"]] = tensors[key]
+    for owner, cells in owners.items():
+        bidirectional, problem = _quantized_layout(cells)
+        if problem:
+            raise StateDictError(
+                f"{checkpoint.origin}: the quantized LSTM under {owner!r}: {problem}"
+            )
+        directions = 2 if bidirectional else 1
+        for index, cell in cells.items():
+            layer, direction = divmod(index, directions)
+            suffix = "_reverse" if direction else ""
+            for name, value in cell.items():
+                del tensors[f"{owner}_all_weight_values.{index}.param.{name}"]
+                tensors[f"{owner}{name}_l{layer}{suffix}"] = value
+        note = (
+            "dynamically quantized LSTM: its weights were dequantized with their recorded "
+            "scales and zero points; the port is a float model (it does not quantize "
+            "activations as torch's quantized kernels do, so outputs differ by that rounding)"
+        )
+        if (
+            len(cells) == 2
+            and not bidirectional
+            and cells[0]["weight_ih"].shape == cells[1]["weight_ih"].shape
+        ):
+            note += (
+                "; its two cells fit both 2 layers and 1 bidirectional layer (input size = "
+                "hidden size): read as 2 layers, as the file does not say"
+            )
+        checkpoint.notes.setdefault(owner, []).append(note)
+
+
+def _read_quantized_cells(checkpoint: Checkpoint) -> None:
+    """Dynamically quantized LSTM cells: `_packed_weight_ih.weight` -> `weight_ih`, ..."""
+    tensors = checkpoint.tensors
+    owners = set()
+    for key in list(tensors):
+        if match := _QUANTIZED_CELL.match(key):
+            owner = match["owner"]
+            tensors[f"{owner}{match['name']}_{match['kind']}"] = tensors.pop(key)
+            owners.add(owner)
+    for owner in sorted(owners):
+        checkpoint.notes.setdefault(owner, []).append(
+            "dynamically quantized LSTM cell: its weights were dequantized with their recorded "
+            "scales and zero points; the port is a float model"
+        )
+
+
+def _normalised(checkpoint: Checkpoint) -> Checkpoint:
+    """The checkpoint with weight-dropped and quantized LSTMs under torch's plain names."""
+    _read_quantized(checkpoint)
+    _read_quantized_cells(checkpoint)
+    _read_weight_dropped(checkpoint)
+    return checkpoint
+
+
 def read_checkpoint(source: Any) -> Checkpoint:
     """Reads any source (see the module docstring) into a `Checkpoint`.
 
     Args:
-        source: a mapping, a torch or jaxlstm module, a path, or a `Checkpoint`.
+        source: a mapping, a torch or jaxlstm module, a path, an `onnx.ModelProto`, or a
+            `Checkpoint`.
 
     Returns:
         The `Checkpoint`; tensors are not copied until used.
@@ -587,15 +917,19 @@ def read_checkpoint(source: Any) -> Checkpoint:
     if isinstance(source, Checkpoint):
         return source
     if isinstance(source, (str, os.PathLike)):
-        return _read_path(os.fspath(source))
+        return _normalised(_read_path(os.fspath(source)))
     if isinstance(source, (LSTM, LSTMCell)):
         return _from_jaxlstm_module(source)
     if isinstance(source, Mapping):
-        return _from_tree(source, "the state_dict")
+        return _normalised(_from_tree(source, "the state_dict"))
+    if type(source).__name__ == "ModelProto" and type(source).__module__.startswith("onnx"):
+        from jaxlstm.onnx_io import read_onnx
+
+        return read_onnx(source)
     if callable(getattr(source, "named_modules", None)) and callable(
         getattr(source, "state_dict", None)
     ):
-        return _from_torch_module(source)
+        return _normalised(_from_torch_module(source))
     raise TypeError(
         "source must be a state_dict (a mapping of tensors, possibly nested in a checkpoint "
         "dict), a torch nn.Module, a jaxlstm module or a file path, got "
@@ -658,6 +992,8 @@ def _infer(
     Raises:
         ValueError: the weights are not exactly an LSTM's (or a cell's); the message says why.
     """
+    if info is not None and info.problem:
+        raise ValueError(info.problem)
     own = _own_entries(tensors, prefix)
     if cell:
         config: LSTMConfig | LSTMCellConfig = LSTMCellConfig.from_state_dict(tensors, prefix=prefix)
@@ -685,7 +1021,37 @@ def _infer(
     ]
     if problems:
         raise ValueError(", ".join(problems))
+    _check_no_extras(tensors, prefix, set(expected), own)
     return config
+
+
+def _check_no_extras(
+    tensors: Mapping[str, Any], prefix: str, expected: set[str], own: Mapping[str, Any]
+) -> None:
+    """Refuses look-alikes: torch's names next to parameters an `nn.LSTM` does not have.
+
+    Raises:
+        ValueError: peephole or other extra weights (`weight_ci`, `weight_ip_l0`, ...), or
+            submodules with parameters (`g_norm.weight`, ...), under `prefix`.
+    """
+    extras = sorted(k for k in own if k not in expected and _PARAM_LIKE.match(k))
+    if extras:
+        raise ValueError(
+            f"it has parameters nn.LSTM and nn.LSTMCell do not have ({', '.join(extras[:6])}): "
+            "a peephole or other variant LSTM, which computes something else"
+        )
+    nested = sorted(
+        k[len(prefix) :]
+        for k in tensors
+        if k.startswith(prefix)
+        and "." in k[len(prefix) :]
+        and _PARAM_LIKE.match(k.rsplit(".", 1)[1])
+    )
+    if nested:
+        raise ValueError(
+            f"it has submodules with parameters ({', '.join(nested[:6])}), which nn.LSTM and "
+            "nn.LSTMCell have not (e.g. a layer-normalised LSTM): it computes something else"
+        )
 
 
 def _candidates(checkpoint: Checkpoint) -> list[_Candidate]:
@@ -797,7 +1163,8 @@ def read_lstm(source: Any, *, prefix: str | None = None) -> LSTMWeights:
     assert config is not None  # `valid` holds only candidates with a configuration
     params = {k: to_numpy(checkpoint.tensors[found.prefix + k]) for k in config.param_shapes()}
     info = checkpoint.modules.get(found.prefix)
-    return LSTMWeights(found.prefix, config, params, info.training if info else None)
+    notes = tuple(checkpoint.notes.get(found.prefix, ()))
+    return LSTMWeights(found.prefix, config, params, info.training if info else None, notes)
 
 
 # ----------------------------------------------------------------------------- matching
@@ -883,10 +1250,21 @@ def match_state_dict(
     Raises:
         StateDictError: one message listing every missing and unexpected key (when strict),
             every shape mismatch and non-floating dtype (always), and where the keys are
-            if not under `prefix`.
+            if not under `prefix`; or the module under `prefix` is a refused look-alike
+            (e.g. a Keras layer with `hard_sigmoid`, an `nn.LSTM` subclass overriding
+            `forward`). Notes on how weights were read (dequantized, raw weight-dropped)
+            are issued as `UserWarning`s.
         TypeError, FileNotFoundError: see `read_checkpoint`.
     """
     checkpoint = read_checkpoint(source)
+    info = checkpoint.modules.get(prefix)
+    if info is not None and info.problem:
+        raise StateDictError(
+            f"error loading {checkpoint.origin}: the module under prefix={prefix!r} is not "
+            f"ported: {info.problem}"
+        )
+    for note in checkpoint.notes.get(prefix, ()):
+        warnings.warn(f"loading {prefix or 'the LSTM'!r}: {note}", UserWarning, stacklevel=3)
     found = {k[len(prefix) :]: v for k, v in checkpoint.tensors.items() if k.startswith(prefix)}
     missing = [k for k in expected if k not in found]
     unexpected = [prefix + k for k in found if k not in expected]

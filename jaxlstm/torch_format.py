@@ -44,10 +44,15 @@ import numpy as np
 __all__ = [
     "ModuleRecord",
     "Placeholder",
+    "QuantizedTensor",
     "TorchFile",
     "TorchFormatError",
     "describe_bytes",
     "pickled_module_class",
+    "quantized_cell_params",
+    "quantized_linear_params",
+    "read_pickle_file",
+    "read_torch_bytes",
     "read_torch_file",
     "script_modules",
     "traced_lstm_arguments",
@@ -74,6 +79,9 @@ _STORAGE_DTYPES = {
     "ComplexFloatStorage": np.dtype(np.complex64),
     "ComplexDoubleStorage": np.dtype(np.complex128),
     "UntypedStorage": np.dtype(np.uint8),
+    "QInt8Storage": np.dtype(np.int8),
+    "QUInt8Storage": np.dtype(np.uint8),
+    "QInt32Storage": np.dtype(np.int32),
 }
 # `torch.<dtype>` globals (the dtype argument of `_rebuild_tensor_v3`).
 _TORCH_DTYPES = {
@@ -168,6 +176,7 @@ class _Storage:
 
 def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_: Any) -> np.ndarray:
     """`torch._utils._rebuild_tensor[_v2]`: a strided view of a storage, copied."""
+    storage = _storage_from_bytes(storage)
     if not isinstance(storage, _Storage):
         raise TorchFormatError(f"a tensor refers to {type(storage).__name__}, not to a storage")
     size, stride = tuple(size), tuple(stride)
@@ -192,11 +201,25 @@ def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_: Any) 
     return np.array(view)  # a copy: tensors sharing a storage stay independent
 
 
+def _storage_from_bytes(storage: Any) -> Any:
+    """`torch.storage._load_from_bytes(b)` (a tensor pickled with `pickle`, not `torch.save`):
+    `b` is a `torch.save` file holding the storage, read like any other."""
+    if (
+        isinstance(storage, Placeholder)
+        and storage.name() == "torch.storage._load_from_bytes"
+        and storage.args
+        and isinstance(storage.args[0], bytes)
+    ):
+        return read_torch_bytes(storage.args[0], "a pickled storage").obj
+    return storage
+
+
 def _rebuild_tensor_v3(
     storage: Any, offset: Any, size: Any, stride: Any, _grad: Any, _hooks: Any, dtype: Any, *_: Any
 ) -> np.ndarray:
     """`torch._utils._rebuild_tensor_v3`: an untyped storage viewed as `dtype`."""
     name = getattr(dtype, "qualname", None)
+    storage = _storage_from_bytes(storage)
     if name not in _TORCH_DTYPES or not isinstance(storage, _Storage):
         raise TorchFormatError(
             f"a tensor has dtype torch.{name}, which this reader does not support"
@@ -206,6 +229,46 @@ def _rebuild_tensor_v3(
         raw[: raw.size - raw.size % _TORCH_DTYPES[name].itemsize].view(_TORCH_DTYPES[name])
     )
     return _rebuild_tensor(typed, offset, size, stride)
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizedTensor:
+    """A quantized tensor of a torch file (`torch.qint8`, ...), kept with its quantizer.
+
+    Attributes:
+        values: the integers, e.g. int8, in the tensor's shape.
+        scale: the scale: a float (per tensor) or one per slice along `axis` (per channel).
+        zero_point: the zero point, like `scale`.
+        axis: the channel axis of a per-channel quantizer, else None.
+    """
+
+    values: np.ndarray
+    scale: Any
+    zero_point: Any
+    axis: int | None = None
+
+    def dequantize(self) -> np.ndarray:
+        """`(values - zero_point) * scale` as float32, as `torch.Tensor.dequantize` computes."""
+        scale = np.asarray(self.scale, np.float64)
+        zero = np.asarray(self.zero_point, np.float64)
+        if self.axis is not None:
+            shape = [1] * self.values.ndim
+            shape[self.axis] = -1
+            scale, zero = scale.reshape(shape), zero.reshape(shape)
+        return ((self.values.astype(np.float64) - zero) * scale).astype(np.float32)
+
+
+def _rebuild_qtensor(
+    storage: Any, offset: Any, size: Any, stride: Any, quantizer: Any, *_: Any
+) -> QuantizedTensor:
+    """`torch._utils._rebuild_qtensor`: integers with a per-tensor or per-channel quantizer."""
+    values = _rebuild_tensor(storage, offset, size, stride)
+    scheme = getattr(quantizer[0], "qualname", None) if isinstance(quantizer, tuple) else None
+    if scheme == "per_tensor_affine" and len(quantizer) >= 3:
+        return QuantizedTensor(values, float(quantizer[1]), int(quantizer[2]))
+    if scheme in ("per_channel_affine", "per_channel_affine_float_qparams") and len(quantizer) >= 4:
+        return QuantizedTensor(values, quantizer[1], quantizer[2], int(quantizer[3]))
+    raise TorchFormatError(f"a quantized tensor has the quantizer {scheme!r}, which is not read")
 
 
 def _rebuild_parameter(data: Any, *_: Any) -> Any:
@@ -231,6 +294,7 @@ _REBUILDERS: dict[tuple[str, str], Callable[..., Any]] = {
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
+    ("torch._utils", "_rebuild_qtensor"): _rebuild_qtensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
     ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type,
@@ -250,15 +314,21 @@ class _Unpickler(pickle.Unpickler):
         storage: `(key, dtype, numel) -> np.ndarray` of the storage's elements.
     """
 
-    def __init__(self, file: Any, storage: Callable[[str, np.dtype, int], np.ndarray]):
+    def __init__(
+        self,
+        file: Any,
+        storage: Callable[[str, np.dtype, int], np.ndarray],
+        extra_globals: Mapping[tuple[str, str], Any] | None = None,
+    ):
         super().__init__(file)
+        self._globals = {**_SAFE_GLOBALS, **(extra_globals or {})}
         self._storage = storage
         self._storages: dict[str, _Storage] = {}
         self._classes: dict[tuple[str, str], type[Placeholder]] = {}
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _SAFE_GLOBALS:
-            return _SAFE_GLOBALS[(module, name)]
+        if (module, name) in self._globals:
+            return self._globals[(module, name)]
         key = (str(module), str(name))
         if key not in self._classes:
             self._classes[key] = type(name, (Placeholder,), {"module": key[0], "qualname": key[1]})
@@ -344,15 +414,34 @@ def read_torch_file(path: str | os.PathLike) -> TorchFile:
     """
     path = os.fspath(path)
     with open(path, "rb") as f:
-        head = f.read(512)
-        size = os.fstat(f.fileno()).st_size
-    where = f"{path!r}"
+        return _decode(f, f"{path!r}")
+
+
+def read_torch_bytes(data: bytes, name: str) -> TorchFile:
+    """`read_torch_file` for a file's bytes, e.g. a member of a zip archive.
+
+    Args:
+        data: the file's bytes.
+        name: what to call it in messages, e.g. `"'policy.pth' in 'model.zip'"`.
+
+    Raises:
+        TorchFormatError: see `read_torch_file`.
+    """
+    return _decode(io.BytesIO(data), name)
+
+
+def _decode(f: Any, where: str) -> TorchFile:
+    """A torch file from an open binary file object; `where` names it in messages."""
+    head = f.read(512)
+    size = f.seek(0, io.SEEK_END)
+    f.seek(0)
     try:
-        if zipfile.is_zipfile(path):
-            return _read_zip(path)
+        if zipfile.is_zipfile(f):
+            f.seek(0)
+            return _read_zip(f)
         if head.startswith(b"\x80") and _is_legacy(head):
-            with open(path, "rb") as f:
-                return _read_legacy(f)
+            f.seek(0)
+            return _read_legacy(f)
     except TorchFormatError as e:
         raise TorchFormatError(f"{where} is not a readable torch checkpoint: {e}") from None
     except (
@@ -401,8 +490,8 @@ def _archive_prefix(names: list[str]) -> str:
     return prefixes[0]
 
 
-def _read_zip(path: str) -> TorchFile:
-    with zipfile.ZipFile(path) as archive:
+def _read_zip(source: Any) -> TorchFile:
+    with zipfile.ZipFile(source) as archive:
         names = archive.namelist()
         prefix = _archive_prefix(names)
         big = prefix + "byteorder" in names and archive.read(prefix + "byteorder").strip() == b"big"
@@ -544,7 +633,9 @@ def script_modules(torch_file: TorchFile) -> Iterator[ModuleRecord]:
 
     Yields:
         `ModuleRecord`s; the tensors are the parameters and buffers the class declares
-        (or, without its source, every tensor attribute not starting with `_`).
+        (or, without its source, every tensor attribute not starting with `_`), and the
+        dequantized weights of a quantized LSTM's cells (`param.weight_ih`, ...; see
+        `quantized_cell_params`).
     """
     stack: list[tuple[str, Any]] = [("", torch_file.obj)]
     seen: set[int] = set()
@@ -564,6 +655,8 @@ def script_modules(torch_file: TorchFile) -> Iterator[ModuleRecord]:
             if isinstance(v, np.ndarray)
             and (k in declared if source else not str(k).startswith("_"))
         }
+        for k, v in state.items():  # a quantized LSTM's cells, dequantized
+            tensors |= {f"{k}.{n}": a for n, a in (quantized_cell_params(v) or {}).items()}
         training = state.get("training") if isinstance(state.get("training"), bool) else None
         yield ModuleRecord(
             prefix, obj.qualname, training, tensors, _final_constants(source), source
@@ -628,10 +721,224 @@ def traced_lstm_arguments(code: str) -> dict[str, Any]:
     return {}
 
 
+# ----------------------------------------------------------------------------- plain pickles
+
+
+class _PickledDtype:
+    """`numpy.dtype(name, align, copy)` as a pickle builds it; resolved by `resolve`."""
+
+    def __init__(self, name: Any = "f8", *_: Any) -> None:
+        self.name, self.byteorder = name, "="
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) > 1 and state[1] in ("<", ">", "|", "="):
+            self.byteorder = state[1]
+
+    def resolve(self) -> np.dtype:
+        """The numpy dtype; object and structured dtypes are refused (they hold code or more)."""
+        if not isinstance(self.name, str) or self.name[:1] in ("O", "V", "|"):
+            raise TorchFormatError(f"an array has dtype {self.name!r}, which is not read")
+        dtype = np.dtype(self.name)
+        return (
+            dtype.newbyteorder("<" if self.byteorder == "<" else ">")
+            if self.byteorder in "<>"
+            else dtype
+        )
+
+
+class _PickledArray:
+    """`numpy.core.multiarray._reconstruct(...)` before and after its `__setstate__`."""
+
+    def __init__(self, *_: Any) -> None:
+        self.array: np.ndarray | None = None
+
+    def __setstate__(self, state: Any) -> None:
+        if not (isinstance(state, tuple) and len(state) == 5):
+            raise TorchFormatError("a pickled numpy array has an unknown state")
+        _, shape, dtype, fortran, raw = state
+        if not isinstance(dtype, _PickledDtype) or not isinstance(raw, (bytes, bytearray)):
+            raise TorchFormatError("a pickled numpy array holds objects, not numbers")
+        flat = np.frombuffer(bytes(raw), dtype.resolve())
+        order = "F" if fortran else "C"
+        self.array = _native(flat, shape, order)
+
+
+def _native(flat: np.ndarray, shape: Any, order: Any) -> np.ndarray:
+    """`flat` in `shape` (`order` "C" or "F"), copied in native byte order."""
+    shaped = flat.reshape([int(n) for n in shape], order="F" if order == "F" else "C")
+    return shaped.astype(flat.dtype.newbyteorder("="))
+
+
+def _frombuffer(buffer: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
+    """`numpy._core.numeric._frombuffer` (pickle protocol 5)."""
+    if not isinstance(dtype, _PickledDtype):
+        raise TorchFormatError("a pickled numpy array has no dtype")
+    return _native(np.frombuffer(bytes(buffer), dtype.resolve()), shape, order)
+
+
+def _scalar(dtype: Any, raw: Any = b"") -> Any:
+    """`numpy.core.multiarray.scalar`: a numpy scalar (e.g. a step count) from its bytes."""
+    if not isinstance(dtype, _PickledDtype) or not isinstance(raw, (bytes, bytearray)):
+        raise TorchFormatError("a pickled numpy scalar holds objects, not numbers")
+    return np.frombuffer(bytes(raw), dtype.resolve())[0].item()
+
+
+_NUMPY_GLOBALS: dict[tuple[str, str], Any] = {}
+for _core in ("numpy.core", "numpy._core"):
+    _NUMPY_GLOBALS[(f"{_core}.multiarray", "_reconstruct")] = _PickledArray
+    _NUMPY_GLOBALS[(f"{_core}.multiarray", "scalar")] = _scalar
+    _NUMPY_GLOBALS[(f"{_core}.numeric", "_frombuffer")] = _frombuffer
+_NUMPY_GLOBALS[("numpy", "dtype")] = _PickledDtype
+# Only ever an argument of `_reconstruct`: an inert class, so that a file cannot allocate with it.
+_NUMPY_GLOBALS[("numpy", "ndarray")] = type(
+    "ndarray", (Placeholder,), {"module": "numpy", "qualname": "ndarray"}
+)
+
+
+def _resolve_arrays(obj: Any, seen: set[int] | None = None) -> Any:
+    """The unpickled structure with every `_PickledArray` replaced by its array."""
+    seen = set() if seen is None else seen
+    if isinstance(obj, _PickledArray):
+        return obj.array
+    if id(obj) in seen:
+        return obj
+    seen.add(id(obj))
+    if isinstance(obj, dict):
+        for key in list(obj):
+            obj[key] = _resolve_arrays(obj[key], seen)
+    elif isinstance(obj, list):
+        obj[:] = [_resolve_arrays(v, seen) for v in obj]
+    elif isinstance(obj, tuple):
+        return tuple(_resolve_arrays(v, seen) for v in obj)
+    elif isinstance(obj, Placeholder):
+        obj.state = _resolve_arrays(obj.state, seen)
+        obj.items = _resolve_arrays(obj.items, seen)
+    return obj
+
+
+def read_pickle_file(path: str | os.PathLike) -> Any:
+    """Reads a plain pickle (`pickle.dump`, e.g. a `.pkl` of numpy arrays) without running code.
+
+    numpy arrays (numpy 1's `numpy.core` and numpy 2's `numpy._core` paths, pickle protocols
+    2 to 5) become arrays; dicts, lists, numbers and strings stay; any other object becomes
+    an inert `Placeholder`. Torch tensors pickled this way (not via `torch.save`) hold
+    their storages as nested `torch.save` files, which are read like any torch file.
+
+    Raises:
+        TorchFormatError: not a pickle, a damaged one, or object arrays.
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        data = f.read()
+
+    def no_storage(key: str, dtype: np.dtype, numel: int) -> np.ndarray:
+        raise TorchFormatError(
+            "it refers to storages outside the pickle (persistent ids), as only torch.save's "
+            "formats do: read it as a torch file"
+        )
+
+    unpickler = _Unpickler(io.BytesIO(data), no_storage, extra_globals=_NUMPY_GLOBALS)
+    try:
+        return _resolve_arrays(unpickler.load())
+    except TorchFormatError as e:
+        raise TorchFormatError(f"{path!r} is not a readable pickle: {e}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, struct.error) as e:
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise TorchFormatError(f"{path!r} is a damaged or unreadable pickle ({detail})") from None
+
+
+# ----------------------------------------------------------------------------- quantized LSTMs
+
+_CELL_PARAMS = "__torch__.torch.classes.rnn.CellParamsBase"
+
+
+def _unwrap(value: Any) -> Any:
+    """A TorchScript pickle's `build_tensorlist(x)`/`restore_type_tag(x, type)` as `x`."""
+    if isinstance(value, Placeholder) and value.module == "torch.jit._pickle" and value.args:
+        return value.args[0]
+    return value
+
+
+def _packed_linear(obj: Any) -> tuple[np.ndarray, Any]:
+    """`(float weight, bias or None)` of a pickled `LinearPackedParamsBase`."""
+    state = obj.state if isinstance(obj, Placeholder) else None
+    if isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], str):
+        state = state[0]  # eager pickles add the class name
+    if not (isinstance(state, tuple) and len(state) >= 1):
+        raise TorchFormatError("a quantized LSTM holds a packed linear layer of unknown layout")
+    weight, bias = state[0], _unwrap(state[1]) if len(state) > 1 else None
+    if isinstance(weight, QuantizedTensor):
+        weight = weight.dequantize()
+    return np.asarray(weight, np.float32), bias
+
+
+_LINEAR_PARAMS = "__torch__.torch.classes.quantized.LinearPackedParamsBase"
+
+
+def quantized_linear_params(obj: Any) -> dict[str, np.ndarray] | None:
+    """The float weight and bias of a dynamically quantized linear layer's packed parameters.
+
+    A quantized `nn.LSTMCell` stores `_packed_weight_ih` and `_packed_weight_hh` this way
+    (each with its bias), a quantized `nn.Linear` `_packed_params._packed_params`.
+
+    Returns:
+        `{"weight"[, "bias"]: float32 array}`, or None if `obj` is not such an object.
+    """
+    if not isinstance(obj, Placeholder) or not isinstance(obj.state, tuple):
+        return None
+    eager = len(obj.state) == 2 and obj.state[1] == _LINEAR_PARAMS
+    if not (eager or obj.name() == _LINEAR_PARAMS):
+        return None
+    weight, bias = _packed_linear(obj)
+    return {"weight": weight} | ({} if bias is None else {"bias": np.asarray(bias, np.float32)})
+
+
+def quantized_cell_params(obj: Any) -> dict[str, np.ndarray] | None:
+    """The float weights of one layer and direction of a dynamically quantized LSTM.
+
+    `torch.ao.quantization.quantize_dynamic` stores each layer and direction of an LSTM as
+    a `CellParamsBase` script object (`_all_weight_values.<k>.param` in its state_dict):
+    `("quantized_dynamic", [b_ih, b_hh], [], [...], [packed w_ih, packed w_hh])` for qint8,
+    whose weights are dequantized here with their recorded scales and zero points, or
+    `("quantized_fp16", [], [], [], [packed (w_ih, b_ih), packed (w_hh, b_hh)])`.
+
+    Returns:
+        `{"weight_ih", "weight_hh"[, "bias_ih", "bias_hh"]: float32 array}`, or None if
+        `obj` is not such an object.
+
+    Raises:
+        TorchFormatError: a `CellParamsBase` of another kind (e.g. static quantization).
+    """
+    if not isinstance(obj, Placeholder) or not isinstance(obj.state, tuple):
+        return None
+    if obj.name() == _CELL_PARAMS:  # TorchScript: the state itself, lists wrapped
+        inner = tuple(_unwrap(v) for v in obj.state)
+    elif len(obj.state) == 2 and obj.state[1] == _CELL_PARAMS:  # torch.save: (state, class)
+        inner = obj.state[0]
+    else:
+        return None
+    kind = inner[0] if isinstance(inner, tuple) and inner else None
+    if kind not in ("quantized_dynamic", "quantized_fp16") or len(inner) != 5:
+        raise TorchFormatError(
+            f"a quantized LSTM has cell parameters of kind {kind!r}; only dynamic quantization "
+            "(qint8, float16) is read: export float weights with "
+            "torch.save(float_model.state_dict(), path)"
+        )
+    (w_ih, b_ih), (w_hh, b_hh) = (_packed_linear(p) for p in inner[4])
+    if kind == "quantized_dynamic":
+        b_ih, b_hh = [*inner[1], None, None][:2]
+    out = {"weight_ih": w_ih, "weight_hh": w_hh}
+    if b_ih is not None and b_hh is not None:
+        out |= {"bias_ih": np.asarray(b_ih, np.float32), "bias_hh": np.asarray(b_hh, np.float32)}
+    return out
+
+
 # ----------------------------------------------------------------------------- writing
 
 _STORAGE_NAMES = {
-    dtype: name for name, dtype in _STORAGE_DTYPES.items() if name != "UntypedStorage"
+    dtype: name
+    for name, dtype in _STORAGE_DTYPES.items()
+    if name != "UntypedStorage" and not name.startswith("Q")
 }
 
 

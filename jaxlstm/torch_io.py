@@ -17,6 +17,7 @@ used for inference: call `.train()` to train it.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -82,6 +83,13 @@ def _configured(weights: LSTMWeights, overrides: Mapping[str, Any]) -> tuple[Any
     if "param_dtype" in overrides:
         dtype = check_float_dtype("param_dtype", overrides["param_dtype"])
         params = {k: v.astype(dtype) for k, v in params.items()}
+    elif any(v.dtype == np.float16 for v in params.values()):
+        # float16 recurrences lose too much over long sequences: float32 unless asked for
+        params = {k: v.astype(np.float32) for k, v in params.items()}
+    for note in weights.notes:
+        warnings.warn(
+            f"porting {weights.prefix or 'the LSTM'!r}: {note}", UserWarning, stacklevel=3
+        )
     return config, params
 
 
@@ -92,7 +100,11 @@ def from_torch(
 
     The configuration is inferred from the weights; for a module source (torch or
     TorchScript, in memory or an archive) `batch_first` and `dropout` come from the module.
-    The weights' dtype becomes `param_dtype`.
+    The weights' dtype becomes `param_dtype`, except float16 weights, which are ported as
+    float32 unless `param_dtype` asks for another dtype. Weight-dropped LSTMs (AWD-LSTM)
+    are ported with their raw weights, dynamically quantized ones (qint8, float16) with
+    their dequantized weights, as float models; a `UserWarning` says so. Look-alikes
+    (peephole or layer-normalised LSTMs, subclasses overriding `forward`) are refused.
 
     Args:
         source: a torch `nn.LSTM`/`nn.LSTMCell` or a model holding one (TorchScript

@@ -396,7 +396,9 @@ def test_detect_format_by_suffix():
         "run/step_100",
     )
     assert [detect_format(p) for p in names] == ["torch"] * 5 + ["safetensors", "orbax", "orbax"]
-    for bad in ("m.npz", "weights.h5", "m.v2"):
+    read_only = ("policy.zip", "w.pkl", "model.keras", "weights.h5", "model.onnx")
+    assert [detect_format(p) for p in read_only] == ["archive", "pickle", "keras", "keras", "onnx"]
+    for bad in ("m.npz", "weights.npy", "m.v2"):
         expect(
             StateDictError, lambda bad=bad: detect_format(bad), "cannot tell the format", repr(bad)
         )
