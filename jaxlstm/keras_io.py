@@ -40,6 +40,7 @@ from jaxlstm.state_dict import Checkpoint, ModuleInfo, StateDictError
 __all__ = ["KERAS_SUFFIXES", "from_keras", "read_keras"]
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+"""The suffixes of the Keras files `from_keras` reads (a `.keras` zip, or legacy HDF5)."""
 _LSTM_CLASSES = ("LSTM", "CuDNNLSTM")
 
 
@@ -308,7 +309,7 @@ def from_keras(
             stacked layers whose sizes do not chain.
         FileNotFoundError: `path` does not exist.
 
-    Example:
+    Examples:
         >>> lstm = from_keras("model.keras", layer="lstm")  # doctest: +SKIP
         >>> out, (h_n, c_n) = lstm(x)  # x: [B, T, I]  # doctest: +SKIP
     """

@@ -221,7 +221,7 @@ def from_onnx(model: Any, node: str | None = None, *, rngs: Any = None, **overri
             `activations`, the peephole input `P`).
         FileNotFoundError: the path does not exist.
 
-    Example:
+    Examples:
         >>> lstm = from_onnx("model.onnx", node="encoder_lstm")  # doctest: +SKIP
         >>> out, (h_n, c_n) = lstm(x, seq_lengths=lengths)  # doctest: +SKIP
     """
