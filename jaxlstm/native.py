@@ -34,6 +34,8 @@ __all__ = [
     "ENV_ISA",
     "NativeBackend",
     "backward",
+    "cpu_count",
+    "fma_peak_gflops",
     "forced_instruction_set",
     "forward",
     "native_backend",
@@ -157,14 +159,50 @@ def native_backend() -> NativeBackend:
     return NativeBackend(not reason, reason, _instruction_set() if not reason else None, ordered)
 
 
+def cpu_count() -> int:
+    """The cores this process may run on (its affinity), which the kernel shares work among."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+def fma_peak_gflops(threads: int | None = None, *, seconds: float = 0.2) -> float:
+    """The processor's measured multiply-add peak, in GFLOP/s, with the kernel's variant.
+
+    Each thread runs independent chains of vector FMAs (the instruction the kernel's
+    matmuls are made of) for about `seconds`, all threads at once; the rate is their sum.
+    `python -m experiments.benchmark` states the kernel's speed as a share of it.
+
+    Args:
+        threads: how many threads at once; None for `cpu_count()`.
+        seconds: how long each runs.
+
+    Returns:
+        GFLOP/s (single precision, two FLOPs per multiply-add).
+
+    Raises:
+        RuntimeError: the native kernel is unavailable (the message says why).
+        ValueError: `threads` is below 1.
+    """
+    runnable, reason = _load()
+    name = _instruction_set()
+    if reason or name is None:
+        raise RuntimeError(f"the native kernel is unavailable: {reason}")
+    threads = cpu_count() if threads is None else threads
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    from jaxlstm import _lstm_kernels  # type: ignore[attr-defined]
+
+    return _lstm_kernels.fma_peak(runnable[name], threads, float(seconds)) / 1e9
+
+
 def _call_attributes(batch: int, hidden: int, out_size: int) -> dict[str, np.int64]:
     runnable, reason = _load()
     name = _instruction_set()
     if reason or name is None:
         raise RuntimeError(f"the native kernel is unavailable: {reason}")
     flops = 2 * batch * out_size * 4 * hidden
-    workers = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1) or 1
-    workers = 1 if flops < _PARALLEL_FLOPS else workers
+    workers = 1 if flops < _PARALLEL_FLOPS else cpu_count()
     return {"isa": np.int64(runnable[name]), "max_workers": np.int64(workers)}
 
 

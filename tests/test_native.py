@@ -121,6 +121,12 @@ def test_masked_steps_give_zeros_and_stop_the_state():
         np.testing.assert_array_equal(out[0, b, 11:], h_n[1, b])  # backward: ends at t = 0
 
 
+def test_the_fma_probe_measures_a_positive_rate_and_checks_threads():
+    one = native.fma_peak_gflops(1, seconds=0.02)
+    assert 0.5 < one < 10_000, one
+    expect(ValueError, lambda: native.fma_peak_gflops(0), "threads", "positive int", "got 0")
+
+
 # --- the kernel's activations -------------------------------------------------------------------
 
 

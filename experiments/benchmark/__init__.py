@@ -29,14 +29,15 @@ implementation, mode) cell it reports:
   only its start.
 - GFLOP/s (% of peak): the recurrence's and projection's matmul FLOPs per call
   (`BenchConfig.flops`) divided by the median, and its share of the peak that
-  `timing.measure_peak` measured ("sgemm peak": a large float32 matmul).
+  `timing.measure_peak` measured: the "FMA peak" (jaxlstm's native FMA probe on every core)
+  where the kernel is built, else the "sgemm peak" (a large float32 matmul).
 
 Modes: `fwd` (the output) and `fwd+bwd` (the gradient of `sum(out)` with respect to every
-parameter and the input). The machine's peak ("sgemm peak", the rate of a large float32
-matmul) is measured at the start and each compute-bound config's FLOP-time bound (its matmul
-FLOPs at that rate) is printed, so the distance from the hardware's limit is visible next to
-the distance from torch. The load average is printed too, with a warning when other work is
-running.
+parameter and the input). The machine's peak (the FMA peak, or the rate of a large float32
+matmul without the kernel) is measured at the start and each compute-bound config's FLOP-time
+bound (its matmul FLOPs at that rate) is printed, so the distance from the hardware's limit is
+visible next to the distance from torch. The load average is printed too, with a warning when
+other work is running.
 
 Implementations: `jaxlstm` (the working tree's, at the library's recurrence backend dispatch,
 or the one `--backend` names), `jaxlstm-xla` (the same with `ScanOptions(backend="xla")`, so

@@ -11,6 +11,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+import jaxlstm
 from experiments.benchmark.environment import import_torch
 
 __all__ = ["CompiledCall", "Peak", "jax_sync", "measure_peak", "measure_sgemm", "time_calls"]
@@ -109,17 +110,31 @@ class Peak:
 
 
 def measure_peak(quick: bool = False) -> Peak:
-    """The machine's peak FLOP rate as this benchmark measures it: today the best float32
-    rate of a large square matmul (`measure_sgemm`), through XLA and torch.
+    """The machine's peak FLOP rate as this benchmark measures it.
+
+    With jaxlstm's native kernel built: its FMA probe (`jaxlstm.native.fma_peak_gflops`:
+    independent chains of vector multiply-adds on every core at once, the most the cores can
+    do), labelled `FMA peak`. Without it: the best float32 rate of a large square matmul
+    through XLA and torch (`measure_sgemm`), labelled `sgemm peak`. The sgemm rates are
+    measured either way and kept in `rates`.
 
     Args:
         quick: a smaller matmul and fewer calls (`--quick`): a rougher, lower figure.
 
     Returns:
-        The `Peak`, labelled `sgemm peak`.
+        The `Peak`.
     """
     n = 512 if quick else 2048
     sgemm = measure_sgemm(n, repeats=3 if quick else 5)
     rates = {k: v for k, v in sgemm.items() if k != "best"}
     listed = ", ".join(f"{k} {v:.0f}" for k, v in rates.items())
-    return Peak("sgemm peak", sgemm["best"], f"{n}³ float32 matmul, best of {listed}", rates)
+    info = jaxlstm.native_backend()
+    if not info.available:
+        return Peak("sgemm peak", sgemm["best"], f"{n}³ float32 matmul, best of {listed}", rates)
+    threads = jaxlstm.native.cpu_count()
+    fma = jaxlstm.native.fma_peak_gflops(threads, seconds=0.1 if quick else 0.5)
+    detail = (
+        f"{info.instruction_set} multiply-add chains on {threads} threads; "
+        f"{n}³ float32 matmul: {listed}"
+    )
+    return Peak("FMA peak", fma, detail, {"fma": fma, **rates})

@@ -68,6 +68,7 @@ enum class Isa : int { kPortable = 0, kAvx2 = 1, kAvx512 = 2 };
 struct KernelTable {
   void (*forward)(const ForwardArgs&, const Threads&);
   void (*backward)(const BackwardArgs&, const Threads&);
+  double (*fma_flops)(double seconds);  // one thread's multiply-add peak, measured
 };
 
 // The variant compiled for `isa`, or null where this build has none.

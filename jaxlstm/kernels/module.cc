@@ -3,6 +3,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <thread>
+#include <vector>
+
 #include "kernels.h"
 #include "xla/ffi/api/c_api.h"
 
@@ -60,10 +63,35 @@ PyObject* instruction_sets(PyObject*, PyObject*) {
   return out;
 }
 
+// fma_peak(code, threads, seconds): the FLOP/s of `threads` threads each running the
+// variant's FMA probe at once (the GIL released meanwhile).
+PyObject* fma_peak(PyObject*, PyObject* args) {
+  int code = 0, threads = 1;
+  double seconds = 0.2;
+  if (!PyArg_ParseTuple(args, "iid", &code, &threads, &seconds)) return nullptr;
+  const jaxlstm::KernelTable* k = jaxlstm::kernels_for(static_cast<jaxlstm::Isa>(code));
+  if (!k || !jaxlstm::cpu_supports(static_cast<jaxlstm::Isa>(code)) || threads < 1) {
+    PyErr_SetString(PyExc_ValueError, "fma_peak: no such variant here, or threads < 1");
+    return nullptr;
+  }
+  std::vector<double> rates(threads);
+  Py_BEGIN_ALLOW_THREADS;
+  std::vector<std::thread> pool;
+  for (int i = 1; i < threads; ++i) pool.emplace_back([&, i] { rates[i] = k->fma_flops(seconds); });
+  rates[0] = k->fma_flops(seconds);
+  for (auto& t : pool) t.join();
+  Py_END_ALLOW_THREADS;
+  double total = 0;
+  for (double r : rates) total += r;
+  return PyFloat_FromDouble(total);
+}
+
 PyMethodDef methods[] = {
     {"registrations", registrations, METH_NOARGS, "{FFI target name: capsule}"},
     {"instruction_sets", instruction_sets, METH_NOARGS,
      "((name, code, compiled, cpu supports), ...) for every kernel variant"},
+    {"fma_peak", fma_peak, METH_VARARGS,
+     "fma_peak(code, threads, seconds): measured multiply-add FLOP/s of that many threads"},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module = {PyModuleDef_HEAD_INIT, "_lstm_kernels",

@@ -50,11 +50,13 @@ struct VecPortable {
   static T div(T a, T b) {
     return map([&](int l) { return a.v[l] / b.v[l]; });
   }
+  // a*b + c as two operations: std::fma is a slow library call where the processor has no
+  // fused multiply-add, and the compiler contracts these where it has.
   static T fmadd(T a, T b, T c) {
-    return map([&](int l) { return std::fma(a.v[l], b.v[l], c.v[l]); });
+    return map([&](int l) { return a.v[l] * b.v[l] + c.v[l]; });
   }
   static T fnmadd(T a, T b, T c) {
-    return map([&](int l) { return std::fma(-a.v[l], b.v[l], c.v[l]); });
+    return map([&](int l) { return c.v[l] - a.v[l] * b.v[l]; });
   }
   static T max(T a, T b) {
     return map([&](int l) { return a.v[l] > b.v[l] ? a.v[l] : b.v[l]; });
