@@ -92,10 +92,14 @@ class ScanOptions:
 
         The defaults, the one place they are decided: `unroll` 8 on GPU, 1 elsewhere;
         `fuse_directions` False on CPU, True elsewhere; `backend` native on a CPU where the
-        kernel is available (or what `use_backend` set), XLA elsewhere. On a GPU each
-        loop iteration costs kernel launches that unrolling and fusing the directions
-        amortise. XLA:CPU runs a loop body's operations one after another with no launch
-        cost, so there neither removes work, while unrolling multiplies compile time (the
+        kernel is available (or what `use_backend` set), XLA elsewhere. On a GPU each loop
+        iteration costs kernel launches that unrolling and fusing the directions amortise:
+        measured on an H200, unroll 8 ran the benchmark's configs 1.5x (float32) and 1.8x
+        (TF32) faster than 1 (geometric means), as fast as 4 (0.99x) and faster than 16, and
+        one fused scan ran a bidirectional layer as fast as two or faster
+        (docs/performance-gpu.md). XLA:CPU runs a loop body's operations one after another
+        with no launch cost, so there neither removes work, while unrolling multiplies
+        compile time (the
         measurements are in the README's Performance section).
 
         Args:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import jax
 import pytest
 
 import jaxlstm
@@ -63,14 +64,16 @@ def test_plot_is_at_most_1800_pixels_wide(quick_run):
 
 def test_profile_reports_the_time_matmuls_run(quick_run):
     cells = quick_run["result"]["cells"]
+    on_cpu = jax.default_backend() == "cpu"
     on_xla = {"jaxlstm-xla"} | (
         {"jaxlstm"} if quick_run["result"]["environment"]["jaxlstm_backend"] == "xla" else set()
     )
     for c in cells:
-        if c["impl"] in on_xla and c["mode"] == "fwd":
+        if on_cpu and c["impl"] in on_xla and c["mode"] == "fwd":
             # Measured in other calls than the median (under the profiler): a loose upper bound.
             assert 0 < c["matmul_s"] <= 1.5 * c["median_s"], c
-        elif c["impl"].startswith("torch"):
+        elif c["impl"].startswith("torch") or not on_cpu:
+            # --profile traces XLA:CPU's thunks only: elsewhere every cell has none.
             assert c["matmul_s"] is None, c
     table = (quick_run["out"] / "benchmark.md").read_text()
     assert "| matmul ms |" in table and "matmul ms: per call" in table
@@ -160,7 +163,9 @@ def test_plot_is_labelled_and_shows_the_ratios(quick_run):
     ax = fig.axes[0]
     assert "log scale" in ax.get_xlabel() and ax.get_xscale() == "log"
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert legend[:3] == ["jaxlstm", name, "jaxlstm-xla"] and any("1 thread" in t for t in legend)
+    assert legend[:3] == ["jaxlstm", name, "jaxlstm-xla"]
+    # torch-1t runs on a CPU only (on a GPU its cell is skipped and has no bar).
+    assert any("1 thread" in t for t in legend) == (jax.default_backend() == "cpu"), legend
     notes = [t.get_text() for t in ax.texts]
     ours = _cell(result, "jaxlstm", "fwd")
     assert f"×{ours['speedup_vs_torch']:.2f}" in notes, notes

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import pytest
 
 from experiments.benchmark import profile
 
@@ -35,11 +36,20 @@ ENTRY %main (a: f32[2,2], b: f32[2,2]) -> f32[2,2] {
 def test_matmul_instructions_are_dots_and_fusions_holding_one():
     want = {"dot.1": "dot", "ynn_fusion": "fusion", "dot.2": "dot"}
     assert profile.matmul_instructions(HLO) == want
-    compiled = jax.jit(lambda a, b: jnp.tanh(a @ b)).lower(jnp.ones((8, 8)), jnp.ones((8, 8)))
+
+
+def test_matmul_instructions_of_a_compiled_xla_cpu_program():
+    # XLA:CPU's HLO, which the profile reads, also on a machine whose default is a GPU.
+    try:
+        cpu = jax.devices("cpu")[0]
+    except RuntimeError:  # JAX_PLATFORMS=cuda leaves no CPU backend
+        pytest.skip("XLA:CPU is not among the backends (JAX_PLATFORMS)")
+    ones = jax.device_put(jnp.ones((8, 8)), cpu)
+    compiled = jax.jit(lambda a, b: jnp.tanh(a @ b)).lower(ones, ones)
     text = compiled.compile().as_text()
     names = profile.matmul_instructions(text)
     assert names and all(f"%{name} = " in text for name in names)
-    elementwise = jax.jit(jnp.tanh).lower(jnp.ones((8, 8))).compile().as_text()
+    elementwise = jax.jit(jnp.tanh).lower(ones).compile().as_text()
     assert profile.matmul_instructions(elementwise) == {}
 
 

@@ -230,16 +230,20 @@ def test_float32_tanh_and_gate_activations_are_within_about_an_ulp():
     exact_sigmoid = 1 / (1 + np.exp(-x.astype(np.float64)))
     # H = 1: the columns are i, f, g, o
     columns = np.asarray(jax.jit(gate_activations)(np.repeat(x[:, None], 4, axis=1)))
+    # tanh's worst case on a GPU: XLA:GPU's float32 exp is less accurate than XLA:CPU's
+    # (an H200 gave max 1.78, mean 0.131 ulp); its sigmoids are held to CPU's bounds.
+    tanh_worst = 1.5 if jax.default_backend() == "cpu" else 2.0
+    misses = []
     for what, got, exact, worst, mean in (
-        ("tanh", jax.jit(tanh)(x), exact_tanh, 1.5, 0.15),
-        ("tanh of the g block", columns[:, 2], exact_tanh, 1.5, 0.15),
+        ("tanh", jax.jit(tanh)(x), exact_tanh, tanh_worst, 0.15),
+        ("tanh of the g block", columns[:, 2], exact_tanh, tanh_worst, 0.15),
         ("sigmoid of the i block", columns[:, 0], exact_sigmoid, 2.5, 0.3),
         ("sigmoid of the o block", columns[:, 3], exact_sigmoid, 2.5, 0.3),
     ):
         ulps = _ulps(got, exact)
-        assert ulps.max() <= worst and ulps.mean() <= mean, (
-            f"{what}: max {ulps.max():.2f}, mean {ulps.mean():.3f} ulp"
-        )
+        if not (ulps.max() <= worst and ulps.mean() <= mean):
+            misses.append(f"{what}: max {ulps.max():.2f}, mean {ulps.mean():.3f} ulp")
+    assert not misses, "; ".join(misses)  # every block's numbers, not only the first miss
     # A nearly closed gate keeps its relative precision (1/2 tanh(x/2) + 1/2 had none left).
     closed = np.linspace(-80, -15, 1001, dtype=np.float32)
     got = np.asarray(jax.jit(gate_activations)(np.repeat(closed[:, None], 4, axis=1)))[:, 1]

@@ -184,7 +184,8 @@ def test_default_out_dirs_do_not_mix_kinds_of_run(tmp_path, monkeypatch):
 
 def test_command_line_error_is_one_line_and_exit_status_2(tmp_path):
     """`python -m experiments.sine` on 4 devices with a batch of 6: one line, status 2."""
-    env = subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    # 4 host (CPU) devices also on a machine with a GPU, which would otherwise be the only one.
+    env = subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
     cmd = [
         sys.executable,
         "-m",

@@ -34,7 +34,8 @@ def test_two_process_run_matches_one_device(tmp_path):
     together."""
     sine.main(["--quick", "--no-progress", "--no-plots", "--out-dir", str(tmp_path / "one")])
     port = _free_port()
-    env = subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    # CPU devices, whatever the machine has: this checks host devices over gloo.
+    env = subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
     procs = []
     for i in range(2):
         cmd = [

@@ -68,7 +68,8 @@ def test_data_parallel_run_matches_one_device(tmp_path):
         module.main([*argv, "--out-dir", str(tmp_path / "one" / name)])
     script = tmp_path / "parallel.py"
     script.write_text(PARALLEL_SCRIPT)
-    env = subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    # 4 host (CPU) devices also on a machine with a GPU, which would otherwise be the only one.
+    env = subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
     done = subprocess.run(
         [sys.executable, str(script), str(tmp_path / "four")],
         cwd=ROOT,
