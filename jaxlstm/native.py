@@ -48,6 +48,10 @@ ENV_ISA = "JAXLSTM_NATIVE_ISA"
 _ORDER = ("avx512", "avx2", "portable")  # best first
 # Below this many FLOPs per step (2·B·H_out·4H) a second thread costs more than it saves.
 _PARALLEL_FLOPS = 100_000
+# From this batch size on, threads share the batch's rows (independent sequences: no barrier
+# between steps); below it they share the hidden units, meeting after every step.
+_SPLIT_ROWS_FROM = 16
+_SPLIT = {"units": 0, "rows": 1}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,7 +207,12 @@ def _call_attributes(batch: int, hidden: int, out_size: int) -> dict[str, np.int
         raise RuntimeError(f"the native kernel is unavailable: {reason}")
     flops = 2 * batch * out_size * 4 * hidden
     workers = 1 if flops < _PARALLEL_FLOPS else cpu_count()
-    return {"isa": np.int64(runnable[name]), "max_workers": np.int64(workers)}
+    split = _SPLIT["rows" if batch >= _SPLIT_ROWS_FROM else "units"]
+    return {
+        "isa": np.int64(runnable[name]),
+        "max_workers": np.int64(workers),
+        "split": np.int64(split),
+    }
 
 
 def _optional(array: Array | None, shape: tuple[int, ...], dtype) -> Array:

@@ -1,6 +1,7 @@
 // The XLA FFI handlers: decode the buffers XLA passes, check that their shapes agree, and run
 // the kernel variant Python chose (`isa`) on at most `max_workers` threads of XLA's own
-// intra-op pool (the calling thread included).
+// intra-op pool (the calling thread included), the work cut as Python chose (`split`: 1 by
+// batch rows, 0 by hidden units).
 //
 // Optional operands arrive as empty arrays: a [0, H] w_hr means no projection, a [0, 0] mask
 // means every step is valid.
@@ -43,11 +44,14 @@ ffi::Error layer_dims(const F32& xproj, const F32& w_hh, const F32& w_hr, const 
   return ffi::Error::Success();
 }
 
-ffi::Error threads_for(ffi::ThreadPool& pool, int64_t isa, int64_t max_workers,
+ffi::Error threads_for(ffi::ThreadPool& pool, int64_t isa, int64_t max_workers, int64_t split,
                        const KernelTable** kernels, Threads* threads) {
   *kernels = kernels_for(static_cast<Isa>(isa));
   if (!*kernels || !cpu_supports(static_cast<Isa>(isa)))
     return bad("instruction set " + std::to_string(isa) + " is not available here");
+  if (split != int64_t(Split::kRows) && split != int64_t(Split::kUnits))
+    return bad("split must be 0 (units) or 1 (rows), got " + std::to_string(split));
+  threads->split = static_cast<Split>(split);
   threads->max_workers = int(max_workers < 1 ? 1 : max_workers);
   if (threads->max_workers > 1 && pool.num_threads() > 0) {
     ffi::ThreadPool* p = &pool;
@@ -62,12 +66,13 @@ const bool* mask_data(const Mask& mask) {
 
 ffi::Error forward_impl(ffi::ThreadPool pool, F32 xproj, F32 w_hh, F32 w_hr, F32 h0, F32 c0,
                         Mask mask, Out hs, Out c_n, Out cs, Out gates, Out tanh_c, int64_t isa,
-                        int64_t max_workers, bool keep) {
+                        int64_t max_workers, int64_t split, bool keep) {
   ForwardArgs a{};
   if (auto e = layer_dims(xproj, w_hh, w_hr, mask, &a.d); e.failure()) return e;
   const KernelTable* kernels;
   Threads threads;
-  if (auto e = threads_for(pool, isa, max_workers, &kernels, &threads); e.failure()) return e;
+  if (auto e = threads_for(pool, isa, max_workers, split, &kernels, &threads); e.failure())
+    return e;
   a.xproj = xproj.typed_data();
   a.w_hh = w_hh.typed_data();
   a.w_hr = a.d.P ? w_hr.typed_data() : nullptr;
@@ -87,25 +92,27 @@ ffi::Error forward_impl(ffi::ThreadPool pool, F32 xproj, F32 w_hh, F32 w_hr, F32
 
 ffi::Error forward_train(ffi::ThreadPool pool, F32 xproj, F32 w_hh, F32 w_hr, F32 h0, F32 c0,
                          Mask mask, Out hs, Out c_n, Out cs, Out gates, Out tanh_c, int64_t isa,
-                         int64_t max_workers) {
+                         int64_t max_workers, int64_t split) {
   return forward_impl(pool, xproj, w_hh, w_hr, h0, c0, mask, hs, c_n, cs, gates, tanh_c, isa,
-                      max_workers, true);
+                      max_workers, split, true);
 }
 
 ffi::Error forward_infer(ffi::ThreadPool pool, F32 xproj, F32 w_hh, F32 w_hr, F32 h0, F32 c0,
-                         Mask mask, Out hs, Out c_n, int64_t isa, int64_t max_workers) {
+                         Mask mask, Out hs, Out c_n, int64_t isa, int64_t max_workers,
+                         int64_t split) {
   return forward_impl(pool, xproj, w_hh, w_hr, h0, c0, mask, hs, c_n, c_n, c_n, c_n, isa,
-                      max_workers, false);
+                      max_workers, split, false);
 }
 
 ffi::Error backward_impl(ffi::ThreadPool pool, F32 w_hh, F32 w_hr, F32 gates, F32 tanh_c, F32 cs,
                          F32 c0, Mask mask, F32 d_hs, F32 d_c_n, Out d_gates, Out dh0, Out dc0,
-                         Out dh_emit, int64_t isa, int64_t max_workers) {
+                         Out dh_emit, int64_t isa, int64_t max_workers, int64_t split) {
   BackwardArgs a{};
   if (auto e = layer_dims(gates, w_hh, w_hr, mask, &a.d); e.failure()) return e;
   const KernelTable* kernels;
   Threads threads;
-  if (auto e = threads_for(pool, isa, max_workers, &kernels, &threads); e.failure()) return e;
+  if (auto e = threads_for(pool, isa, max_workers, split, &kernels, &threads); e.failure())
+    return e;
   a.w_hh = w_hh.typed_data();
   a.w_hr = a.d.P ? w_hr.typed_data() : nullptr;
   a.gates = gates.typed_data();
@@ -141,7 +148,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxlstmForwardTrain, jaxlstm::forward_train,
                                   .Ret<ffi::Buffer<ffi::F32>>()  // gates
                                   .Ret<ffi::Buffer<ffi::F32>>()  // tanh_c
                                   .Attr<int64_t>("isa")
-                                  .Attr<int64_t>("max_workers"));
+                                  .Attr<int64_t>("max_workers")
+                                  .Attr<int64_t>("split"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxlstmForwardInfer, jaxlstm::forward_infer,
                               ffi::Ffi::Bind()
@@ -155,7 +163,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxlstmForwardInfer, jaxlstm::forward_infer,
                                   .Ret<ffi::Buffer<ffi::F32>>()  // hs
                                   .Ret<ffi::Buffer<ffi::F32>>()  // c_n
                                   .Attr<int64_t>("isa")
-                                  .Attr<int64_t>("max_workers"));
+                                  .Attr<int64_t>("max_workers")
+                                  .Attr<int64_t>("split"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxlstmBackward, jaxlstm::backward_impl,
                               ffi::Ffi::Bind()
@@ -174,4 +183,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxlstmBackward, jaxlstm::backward_impl,
                                   .Ret<ffi::Buffer<ffi::F32>>()  // dc0
                                   .Ret<ffi::Buffer<ffi::F32>>()  // dh_emit
                                   .Attr<int64_t>("isa")
-                                  .Attr<int64_t>("max_workers"));
+                                  .Attr<int64_t>("max_workers")
+                                  .Attr<int64_t>("split"));

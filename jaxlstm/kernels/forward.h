@@ -1,15 +1,16 @@
-// The forward recurrence of one layer and direction. Each slot of the team owns a range of
-// blocks of N hidden units: it packs the i, f, g, o columns of W_hh for its units once, then
-// at every step computes its units' gates (matmul of all of h with its panel, plus the input
-// projection), activates them and updates c and h, all in registers. One barrier per step
-// (two with a projection, whose outputs each slot computes for its own range of columns).
+// The forward recurrence of one layer and direction. At every step a tile of batch rows times
+// the packed panel of N hidden units (their i, f, g, o columns of W_hh side by side) gives
+// those units' gates in registers; the input projection is added, the gates activated and c
+// and h updated right there. The packed weights are shared by every slot; the slots cut the
+// work by batch rows (no barrier after packing) or by units (a barrier per step, two with a
+// projection), see partition.h.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
-#include <vector>
 
 #include "activations.h"
+#include "buffer.h"
 #include "kernels.h"
 #include "matmul.h"
 #include "partition.h"
@@ -24,12 +25,13 @@ class Forward {
   using Act = Activations<V>;
   static constexpr int N = V::N;
 
-  Forward(const ForwardArgs& a, int slots)
+  Forward(const ForwardArgs& a, Split split, int slots)
       : a_(a),
         d_(a.d),
         hout_(a.d.hout()),
         unit_blocks_(blocks_of(a.d.H, N)),
         out_blocks_(blocks_of(a.d.P, N)),
+        split_(split),
         slots_(slots),
         gate_panels_(size_t(unit_blocks_) * hout_ * 4 * N),
         proj_panels_(size_t(out_blocks_) * d_.H * N),
@@ -38,13 +40,23 @@ class Forward {
 
   void run(const Member& m) {
     for (int s : m.slots) prepare(s);
-    for (int64_t t = 0; t < d_.T; ++t) {
-      for (int s : m.slots) gates_step(s, t);
-      if (d_.P) {
-        m.barrier->wait();
-        for (int s : m.slots) projection_step(s, t);
+    m.barrier->wait();  // every panel packed
+    if (split_ == Split::kRows) {  // independent rows: each slot runs all its steps
+      for (int s : m.slots) {
+        for (int64_t t = 0; t < d_.T; ++t) {
+          gates_step(s, t);
+          if (d_.P) projection_step(s, t);
+        }
       }
-      m.barrier->wait();
+    } else {
+      for (int64_t t = 0; t < d_.T; ++t) {
+        for (int s : m.slots) gates_step(s, t);
+        if (d_.P) {
+          m.barrier->wait();
+          for (int s : m.slots) projection_step(s, t);
+        }
+        m.barrier->wait();
+      }
     }
     if (a_.cs) {
       for (int s : m.slots) finish(s);
@@ -52,6 +64,9 @@ class Forward {
   }
 
  private:
+  Work work(int s) const {
+    return work_of(split_, d_.B, V::kRows, unit_blocks_, out_blocks_, slots_, s);
+  }
   const float* h_prev(int64_t t) const { return t == 0 ? a_.h0 : a_.hs + (t - 1) * d_.B * hout_; }
   const float* c_prev(int64_t t) const {
     if (!a_.cs) return a_.c_n;  // inference: c_n is the running state
@@ -59,35 +74,41 @@ class Forward {
   }
   float* c_out(int64_t t) const { return a_.cs ? a_.cs + t * d_.B * d_.H : a_.c_n; }
   bool valid(int64_t t, int64_t b) const { return !a_.mask || a_.mask[t * d_.B + b]; }
+  float* scratch(int s) { return scratch_.data() + size_t(s) * d_.B * 4 * N; }
 
-  // Packs this slot's panels; without kept states, starts its units' running c at c0.
+  // Packs this slot's share of the panels; without kept states, starts its part of the
+  // running c at c0.
   void prepare(int s) {
-    const Range units = share(unit_blocks_, slots_, s);
-    for (int64_t ub = units.begin; ub < units.end; ++ub) {
+    const Work w = work(s);
+    for (int64_t ub = w.pack_units.begin; ub < w.pack_units.end; ++ub) {
       pack_panel(a_.w_hh, hout_, 1, hout_, gate_panel(ub, d_.H, N), N,
                  gate_panels_.data() + ub * hout_ * 4 * N);
     }
     if (d_.P) {
-      for_each_panel(share(out_blocks_, slots_, s), d_.P, N, [&](const Panel& p, int64_t b0) {
+      for_each_panel(w.pack_outs, d_.P, N, [&](const Panel& p, int64_t b0) {
         pack_panel(a_.w_hr, d_.H, 1, d_.H, p, N, proj_panels_.data() + b0 * d_.H * N);
       });
     }
-    if (!a_.cs) {
-      const int64_t u0 = units.begin * N, u1 = std::min(units.end * N, d_.H);
-      for (int64_t b = 0; b < d_.B; ++b)
-        std::copy(a_.c0 + b * d_.H + u0, a_.c0 + b * d_.H + u1, a_.c_n + b * d_.H + u0);
-    }
+    if (!a_.cs) copy_block(a_.c0, a_.c_n, w);
+  }
+
+  // Rows w.rows of columns w.units of a [B, H] array.
+  void copy_block(const float* from, float* to, const Work& w) const {
+    const Range u = columns(w.units, d_.H, N);
+    for (int64_t b = w.rows.begin; b < w.rows.end; ++b)
+      std::copy(from + b * d_.H + u.begin, from + b * d_.H + u.end, to + b * d_.H + u.begin);
   }
 
   void gates_step(int s, int64_t t) {
-    const Range units = share(unit_blocks_, slots_, s);
-    const float* h = h_prev(t);
-    for (int64_t ub = units.begin; ub < units.end; ++ub) {
+    const Work w = work(s);
+    const float* h = h_prev(t) + w.rows.begin * hout_;
+    for (int64_t ub = w.units.begin; ub < w.units.end; ++ub) {
       const float* panel = gate_panels_.data() + ub * hout_ * 4 * N;
-      panel_matmul<V, 4>(h, hout_, d_.B, hout_, panel, scratch(s), [&](int64_t b0, auto& acc) {
-        constexpr int R = sizeof(acc) / sizeof(acc[0]);
-        for (int r = 0; r < R; ++r) update(t, b0 + r, ub, acc[r]);
-      });
+      panel_matmul<V, 4>(h, hout_, w.rows.end - w.rows.begin, hout_, panel, scratch(s),
+                         [&](int64_t r0, auto& acc) {
+                           constexpr int R = sizeof(acc) / sizeof(acc[0]);
+                           for (int r = 0; r < R; ++r) update(t, w.rows.begin + r0 + r, ub, acc[r]);
+                         });
     }
   }
 
@@ -121,62 +142,49 @@ class Forward {
     V::storen(d_.P ? h_raw_.data() + b * H + u0 : a_.hs + row * H + u0, h, n);
   }
 
-  // h = h_raw @ W_hr^T for this slot's output columns.
+  // h = h_raw @ W_hr^T for this slot's rows and output columns.
   void projection_step(int s, int64_t t) {
+    const Work w = work(s);
     const float* h = h_prev(t);
     float* out = a_.hs + t * d_.B * hout_;
-    for_each_panel(share(out_blocks_, slots_, s), d_.P, N, [&](const Panel& p, int64_t b0) {
+    const int64_t rows = w.rows.end - w.rows.begin;
+    for_each_panel(w.outs, d_.P, N, [&](const Panel& p, int64_t b0) {
       const float* panel = proj_panels_.data() + b0 * d_.H * N;
       with_count<4>(p.count, [&](auto c_count) {
         constexpr int C = decltype(c_count)::value;
-        panel_matmul<V, C>(h_raw_.data(), d_.H, d_.B, d_.H, panel, scratch(s),
-                           [&](int64_t r0, auto& acc) {
-                             constexpr int R = sizeof(acc) / sizeof(acc[0]);
-                             for (int r = 0; r < R; ++r) {
-                               const int64_t b = r0 + r;
-                               for (int v = 0; v < C; ++v) {
-                                 const int64_t col = p.col0[v];
-                                 const T y = valid(t, b) ? acc[r][v]
-                                                         : V::loadn(h + b * hout_ + col, p.valid[v]);
-                                 V::storen(out + b * hout_ + col, y, p.valid[v]);
-                               }
-                             }
-                           });
+        const float* raw = h_raw_.data() + w.rows.begin * d_.H;
+        panel_matmul<V, C>(raw, d_.H, rows, d_.H, panel, scratch(s), [&](int64_t r0, auto& acc) {
+          constexpr int R = sizeof(acc) / sizeof(acc[0]);
+          for (int r = 0; r < R; ++r) {
+            const int64_t b = w.rows.begin + r0 + r;
+            for (int v = 0; v < C; ++v) {
+              const int64_t col = p.col0[v];
+              const T y = valid(t, b) ? acc[r][v] : V::loadn(h + b * hout_ + col, p.valid[v]);
+              V::storen(out + b * hout_ + col, y, p.valid[v]);
+            }
+          }
+        });
       });
     });
   }
 
   // With kept states: c_n is the last step's c.
-  void finish(int s) {
-    const Range units = share(unit_blocks_, slots_, s);
-    const int64_t u0 = units.begin * N, u1 = std::min(units.end * N, d_.H);
-    const float* last = a_.cs + (d_.T - 1) * d_.B * d_.H;
-    for (int64_t b = 0; b < d_.B; ++b)
-      std::copy(last + b * d_.H + u0, last + b * d_.H + u1, a_.c_n + b * d_.H + u0);
-  }
-
-  // This slot's partial sums for panel_matmul.
-  float* scratch(int s) { return scratch_.data() + size_t(s) * d_.B * 4 * N; }
+  void finish(int s) { copy_block(a_.cs + (d_.T - 1) * d_.B * d_.H, a_.c_n, work(s)); }
 
   const ForwardArgs& a_;
   const Dims d_;
   const int64_t hout_, unit_blocks_, out_blocks_;
+  const Split split_;
   const int slots_;
-  std::vector<float> gate_panels_, proj_panels_, h_raw_, scratch_;
+  Buffer gate_panels_, proj_panels_, h_raw_, scratch_;
 };
-
-// The number of slots a call is cut into: no more than the blocks of units (or of
-// projection outputs) that there are to share.
-inline int forward_slots(const Dims& d, int lanes, int max_workers) {
-  int64_t blocks = blocks_of(d.H, lanes);
-  if (d.P) blocks = std::min(blocks, blocks_of(d.P, lanes));
-  return int(std::max<int64_t>(1, std::min<int64_t>(max_workers, blocks)));
-}
 
 template <class V>
 void forward(const ForwardArgs& a, const Threads& threads) {
-  const int slots = forward_slots(a.d, V::N, threads.max_workers);
-  Forward<V> kernel(a, slots);
+  int64_t blocks = blocks_of(a.d.H, V::N);
+  if (a.d.P) blocks = std::min(blocks, blocks_of(a.d.P, V::N));
+  const int slots = slots_for(threads.split, a.d.B, V::kRows, blocks, threads.max_workers);
+  Forward<V> kernel(a, threads.split, slots);
   run_team(slots, threads, [&](const Member& m) { kernel.run(m); });
 }
 

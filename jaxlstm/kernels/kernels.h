@@ -56,10 +56,15 @@ struct BackwardArgs {
                         // null without projection
 };
 
-// How a call runs: which workers it may use and how long it waits for them to start.
+// How a call's work is shared among threads (partition.h): by batch rows, or by hidden units.
+enum class Split : int { kUnits = 0, kRows = 1 };
+
+// How a call runs: which workers it may use, how it cuts the work, and how long it waits for
+// workers to start.
 struct Threads {
   Schedule schedule;        // null: the calling thread alone
   int max_workers = 1;      // the calling thread included
+  Split split = Split::kRows;
   int64_t start_timeout_us = 200;
 };
 

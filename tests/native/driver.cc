@@ -235,19 +235,23 @@ std::vector<std::pair<std::string, Threads>> setups() {
       }).detach();
     });
   };
+  const Schedule inline_pool = [](std::function<void()> task) { task(); };
   std::vector<std::pair<std::string, Threads>> out;
-  out.push_back({"one worker", Threads{nullptr, 1, 200}});
-  out.push_back({"three workers", Threads{spawn(0), 3, 100000}});
-  out.push_back({"late workers", Threads{spawn(20000), 3, 50}});
-  out.push_back({"inline pool", Threads{[](std::function<void()> task) { task(); }, 2, 200}});
+  for (Split split : {Split::kRows, Split::kUnits}) {
+    const std::string by = split == Split::kRows ? " by rows" : " by units";
+    out.push_back({"one worker" + by, Threads{nullptr, 1, split, 200}});
+    out.push_back({"three workers" + by, Threads{spawn(0), 3, split, 100000}});
+    out.push_back({"late workers" + by, Threads{spawn(20000), 3, split, 50}});
+    out.push_back({"inline pool" + by, Threads{inline_pool, 2, split, 200}});
+  }
   return out;
 }
 
 }  // namespace
 
 int main() {
-  const Dims shapes[] = {{1, 1, 1, 0}, {5, 7, 19, 0}, {4, 13, 40, 0}, {3, 5, 21, 10},
-                         {3, 3, 5, 13}, {6, 8, 48, 0}};
+  const Dims shapes[] = {{1, 1, 1, 0},   {5, 7, 19, 0},  {4, 13, 40, 0}, {3, 5, 21, 10},
+                         {3, 3, 5, 13},  {6, 8, 48, 0},  {3, 20, 24, 0}, {2, 19, 33, 7}};
   int checks = 0;
   bool ok = true;
   for (Isa isa : {Isa::kPortable, Isa::kAvx2, Isa::kAvx512}) {
