@@ -222,6 +222,7 @@ def _optional(array: Array | None, shape: tuple[int, ...], dtype) -> Array:
 
 def forward(
     xproj: Array,
+    bias: Array | None,
     w_hh: Array,
     w_hr: Array | None,
     h0: Array,
@@ -233,7 +234,8 @@ def forward(
     """The forward recurrence of one layer and direction (float32).
 
     Args:
-        xproj: `[T, B, 4H]` `x_t @ W_ih^T + b_ih + b_hh` for every step, in scan order.
+        xproj: `[T, B, 4H]` `x_t @ W_ih^T` for every step, in scan order.
+        bias: `[4H]` `b_ih + b_hh`, or None (added in the kernel, after the two products).
         w_hh: `[4H, H_out]` torch's `weight_hh`.
         w_hr: `[P, H]` torch's `weight_hr`, or None.
         h0: `[B, H_out]` the initial hidden state.
@@ -260,6 +262,7 @@ def forward(
     )
     operands = (
         xproj,
+        _optional(bias, (0,), f32),
         w_hh,
         _optional(w_hr, (0, hidden), f32),
         h0,

@@ -146,6 +146,7 @@ def _kernel_activations(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     pre = np.stack([np.full(n, -200.0), np.full(n, 100.0), z, z], axis=-1).astype(np.float32)
     _, _, _, gates, tanh_c = native.forward(
         jnp.asarray(pre[None]),  # [T=1, B=n, 4H=4]
+        None,
         jnp.zeros((4, 1)),
         None,
         jnp.zeros((n, 1)),

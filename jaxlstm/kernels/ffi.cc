@@ -3,8 +3,8 @@
 // intra-op pool (the calling thread included), the work cut as Python chose (`split`: 1 by
 // batch rows, 0 by hidden units).
 //
-// Optional operands arrive as empty arrays: a [0, H] w_hr means no projection, a [0, 0] mask
-// means every step is valid.
+// Optional operands arrive as empty arrays: a [0] bias means none, a [0, H] w_hr means no
+// projection, a [0, 0] mask means every step is valid.
 #include <cstdint>
 #include <string>
 
@@ -64,7 +64,7 @@ const bool* mask_data(const Mask& mask) {
   return mask.element_count() ? mask.typed_data() : nullptr;
 }
 
-ffi::Error forward_impl(ffi::ThreadPool pool, F32 xproj, F32 w_hh, F32 w_hr, F32 h0, F32 c0,
+ffi::Error forward_impl(ffi::ThreadPool pool, F32 xproj, F32 bias, F32 w_hh, F32 w_hr, F32 h0, F32 c0,
                         Mask mask, Out hs, Out c_n, Out cs, Out gates, Out tanh_c, int64_t isa,
                         int64_t max_workers, int64_t split, bool keep) {
   ForwardArgs a{};
@@ -74,6 +74,8 @@ ffi::Error forward_impl(ffi::ThreadPool pool, F32 xproj, F32 w_hh, F32 w_hr, F32
   if (auto e = threads_for(pool, isa, max_workers, split, &kernels, &threads); e.failure())
     return e;
   a.xproj = xproj.typed_data();
+  if (bias.element_count() && bias.element_count() != 4 * a.d.H) return bad("bias must be [4H]");
+  a.bias = bias.element_count() ? bias.typed_data() : nullptr;
   a.w_hh = w_hh.typed_data();
   a.w_hr = a.d.P ? w_hr.typed_data() : nullptr;
   a.h0 = h0.typed_data();
@@ -90,17 +92,19 @@ ffi::Error forward_impl(ffi::ThreadPool pool, F32 xproj, F32 w_hh, F32 w_hr, F32
   return ffi::Error::Success();
 }
 
-ffi::Error forward_train(ffi::ThreadPool pool, F32 xproj, F32 w_hh, F32 w_hr, F32 h0, F32 c0,
+ffi::Error forward_train(ffi::ThreadPool pool, F32 xproj, F32 bias, F32 w_hh, F32 w_hr, F32 h0,
+                         F32 c0,
                          Mask mask, Out hs, Out c_n, Out cs, Out gates, Out tanh_c, int64_t isa,
                          int64_t max_workers, int64_t split) {
-  return forward_impl(pool, xproj, w_hh, w_hr, h0, c0, mask, hs, c_n, cs, gates, tanh_c, isa,
+  return forward_impl(pool, xproj, bias, w_hh, w_hr, h0, c0, mask, hs, c_n, cs, gates, tanh_c, isa,
                       max_workers, split, true);
 }
 
-ffi::Error forward_infer(ffi::ThreadPool pool, F32 xproj, F32 w_hh, F32 w_hr, F32 h0, F32 c0,
+ffi::Error forward_infer(ffi::ThreadPool pool, F32 xproj, F32 bias, F32 w_hh, F32 w_hr, F32 h0,
+                         F32 c0,
                          Mask mask, Out hs, Out c_n, int64_t isa, int64_t max_workers,
                          int64_t split) {
-  return forward_impl(pool, xproj, w_hh, w_hr, h0, c0, mask, hs, c_n, c_n, c_n, c_n, isa,
+  return forward_impl(pool, xproj, bias, w_hh, w_hr, h0, c0, mask, hs, c_n, c_n, c_n, c_n, isa,
                       max_workers, split, false);
 }
 
@@ -137,6 +141,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxlstmForwardTrain, jaxlstm::forward_train,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()  // xproj
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // bias
                                   .Arg<ffi::Buffer<ffi::F32>>()  // w_hh
                                   .Arg<ffi::Buffer<ffi::F32>>()  // w_hr
                                   .Arg<ffi::Buffer<ffi::F32>>()  // h0
@@ -155,6 +160,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxlstmForwardInfer, jaxlstm::forward_infer,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()  // xproj
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // bias
                                   .Arg<ffi::Buffer<ffi::F32>>()  // w_hh
                                   .Arg<ffi::Buffer<ffi::F32>>()  // w_hr
                                   .Arg<ffi::Buffer<ffi::F32>>()  // h0

@@ -118,10 +118,15 @@ class Forward {
     const int n = int(std::min<int64_t>(N, H - u0));
     const int64_t row = t * d_.B + b;
     const float* xp = a_.xproj + row * 4 * H + u0;
-    const T i = Act::sigmoid(V::add(acc[0], V::loadn(xp, n)));
-    const T f = Act::sigmoid(V::add(acc[1], V::loadn(xp + H, n)));
-    const T g = Act::tanh(V::add(acc[2], V::loadn(xp + 2 * H, n)));
-    const T o = Act::sigmoid(V::add(acc[3], V::loadn(xp + 3 * H, n)));
+    // (x W_ih^T + h W_hh^T) + b, the XLA path's order.
+    auto pre = [&](int q) {
+      const T sum = V::add(V::loadn(xp + q * H, n), acc[q]);
+      return a_.bias ? V::add(sum, V::loadn(a_.bias + q * H + u0, n)) : sum;
+    };
+    const T i = Act::sigmoid(pre(0));
+    const T f = Act::sigmoid(pre(1));
+    const T g = Act::tanh(pre(2));
+    const T o = Act::sigmoid(pre(3));
     const T cp = V::loadn(c_prev(t) + b * H + u0, n);
     T c = V::fmadd(f, cp, V::mul(i, g));
     const T tc = Act::tanh(c);

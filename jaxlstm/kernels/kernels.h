@@ -2,7 +2,8 @@
 // instruction-set variants exist. Everything here is float32, row-major, batch rows of B.
 //
 // Shapes (T steps in scan order, B batch, H hidden, P projection or 0, Hout = P ? P : H):
-//   xproj  [T, B, 4H]  x_t @ W_ih^T + b_ih + b_hh for every step (computed by XLA)
+//   xproj  [T, B, 4H]  x_t @ W_ih^T for every step (computed by XLA)
+//   bias   [4H]        b_ih + b_hh, or null
 //   w_hh   [4H, Hout]  torch's weight_hh; rows are the gate blocks i, f, g, o
 //   w_hr   [P, H]      torch's weight_hr, or null
 //   mask   [T, B]      true at valid steps, or null (every step valid)
@@ -25,6 +26,7 @@ struct Dims {
 struct ForwardArgs {
   Dims d;
   const float* xproj;
+  const float* bias;
   const float* w_hh;
   const float* w_hr;
   const float* h0;      // [B, Hout]

@@ -24,7 +24,7 @@ namespace {
 
 struct Problem {
   Dims d;
-  std::vector<float> xproj, w_hh, w_hr, h0, c0, d_hs, d_c_n;
+  std::vector<float> xproj, bias, w_hh, w_hr, h0, c0, d_hs, d_c_n;
   std::vector<char> mask;  // [T, B], empty: all valid
 };
 
@@ -39,6 +39,7 @@ Problem make(Dims d, bool masked, unsigned seed) {
   const int64_t hout = d.hout();
   Problem p{d,
             fill(d.T * d.B * 4 * d.H, 1.0f),
+            fill(4 * d.H, 0.5f),
             fill(4 * d.H * hout, 0.4f),
             fill(d.P * d.H, 0.4f),
             fill(d.B * hout, 1.0f),
@@ -75,7 +76,7 @@ Result reference(const Problem& p) {
       for (int64_t u = 0; u < H; ++u) {
         double pre[4];
         for (int q = 0; q < 4; ++q) {
-          double s = p.xproj[(t * B + b) * 4 * H + q * H + u];
+          double s = double(p.xproj[(t * B + b) * 4 * H + q * H + u]) + p.bias[q * H + u];
           for (int64_t k = 0; k < hout; ++k) s += double(p.w_hh[(q * H + u) * hout + k]) * h[b * hout + k];
           pre[q] = s;
         }
@@ -167,6 +168,7 @@ Result run(const KernelTable& k, const Problem& p, const Threads& threads) {
   const bool* mask = p.mask.empty() ? nullptr : reinterpret_cast<const bool*>(p.mask.data());
   ForwardArgs f{d,
                 p.xproj.data(),
+                p.bias.data(),
                 p.w_hh.data(),
                 d.P ? p.w_hr.data() : nullptr,
                 p.h0.data(),
