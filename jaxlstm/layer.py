@@ -328,16 +328,24 @@ def _recurrence_bwd(scan: ScanOptions, residuals, cotangents):
         dh0, dc0, d_gates, proj = _reverse_scan(
             weights, xs, h_prev, c_prev, kept, masks, d_hs, d_c_n, scan
         )
-    d_xs, d_weights = _gradient_products(weights, xs, h_prev, d_gates, proj)
+    d_xs, d_weights = _gradient_products(weights, xs, h0, hs, d_gates, proj)
     return d_xs, d_weights, dh0, dc0, None
 
 
-def _gradient_products(weights, xs, h_prev, d_gates, proj):
+def _recurrent_kernel_grad(h0: Array, hs: Array, d_gates: Array) -> Array:
+    """`Σ_t h_{t-1}ᵀ d_gates_t` `[H_out, 4H]` with `h_{-1} = h0`, as `h0ᵀ g_0 + Σ_{t≥1}`: two
+    products instead of one over a shifted copy of `hs` (`[T, B, H_out]` written again)."""
+    rest = _sum_tb(hs[:-1], d_gates[1:]) if hs.shape[0] > 1 else 0
+    return h0.T @ d_gates[0] + rest
+
+
+def _gradient_products(weights, xs, h0, hs, d_gates, proj):
     """The input and weight gradients from the gate gradients, each one large matmul.
 
     Args:
         weights, xs: per direction, as given to the recurrence.
-        h_prev: per direction, `[T, B, H_out]` the hidden state entering every step.
+        h0: per direction, `[B, H_out]` the initial hidden state.
+        hs: per direction, `[T, B, H_out]` the hidden state after every step.
         d_gates: per direction, `[T, B, 4H]` the gate gradients.
         proj: per direction, `(dh [T, B, P], h_raw [T, B, H])` with a projection, else None.
 
@@ -349,7 +357,7 @@ def _gradient_products(weights, xs, h_prev, d_gates, proj):
         d_weights = tuple(
             CellWeights(
                 kernel=_sum_tb(x, g).astype(w.kernel.dtype),
-                recurrent_kernel=_sum_tb(h, g).astype(w.recurrent_kernel.dtype),
+                recurrent_kernel=_recurrent_kernel_grad(h_0, h, g).astype(w.recurrent_kernel.dtype),
                 bias=None
                 if w.bias is None
                 else g.sum(axis=(0, 1), dtype=w.bias.dtype).astype(w.bias.dtype),
@@ -357,7 +365,7 @@ def _gradient_products(weights, xs, h_prev, d_gates, proj):
                 if w.projection is None
                 else _sum_tb(p[1], p[0]).astype(w.projection.dtype),
             )
-            for w, x, h, g, p in zip(weights, xs, h_prev, d_gates, proj, strict=True)
+            for w, x, h_0, h, g, p in zip(weights, xs, h0, hs, d_gates, proj, strict=True)
         )
     return d_xs, d_weights
 
@@ -462,8 +470,7 @@ def _recurrence_native_bwd(scan: ScanOptions, residuals, cotangents):
             dh0.append(dh)
             dc0.append(dc)
             proj.append(None if dh_emit is None else (dh_emit, _h_raw(r.gates[d], r.tanh_c[d])))
-    h_prev = tuple(_shift_in(h, s) for h, s in zip(r.h0, r.hs, strict=True))
-    d_xs, d_weights = _gradient_products(r.weights, r.xs, h_prev, d_gates, proj)
+    d_xs, d_weights = _gradient_products(r.weights, r.xs, r.h0, r.hs, d_gates, proj)
     return d_xs, d_weights, tuple(dh0), tuple(dc0), None
 
 
