@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -33,12 +34,20 @@ def skip_reason(impl: str, precision: str, on_gpu: bool, cfg: BenchConfig | None
     return "" if cfg is None else unsupported(impl, cfg)
 
 
+# Before each cell's calls: long enough for thread pools that the previous cell's library
+# left spinning (torch's OpenMP threads, XLA's pool) to go to sleep, so they take no core
+# from this cell's first calls. Measured: without it the tiny sine cell right after torch's
+# sgemm ran 2x slower than alone.
+SETTLE_S = 0.25
+
+
 def measure_cell(
     cell: Cell, builder: Callable, args: argparse.Namespace, threads: int | None
 ) -> None:
     """Builds and times one cell, filling in its times and notes."""
     try:
         run, compile_s, sync = builder(CONFIGS[cell.config], args.precision, cell.mode)
+        time.sleep(SETTLE_S)
         first, times = time_calls(
             run, sync, warmup=args.warmup, repeats=args.repeats, budget_s=args.budget
         )
