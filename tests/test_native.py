@@ -109,6 +109,26 @@ def test_native_matches_xla_and_torch_with_gradients(case_id, variant):
     assert_close(got, torch, "float32-scaled", f"{case_id} ({variant}) vs torch: ")
 
 
+def test_vmap_over_the_kernel_equals_one_call_per_example():
+    """`jax.vmap` runs the kernel once per mapped example (the FFI call's batching rule)."""
+    config = LSTMConfig(3, 9, proj_size=4)
+    params = jaxlstm.init_params(jax.random.key(0), config)
+    xs = jax.random.normal(jax.random.key(1), (3, 5, 2, 3))  # 3 examples of [T, B, I]
+
+    def loss(p, x):
+        return jnp.sum(_scan("native")(p, x, config=config)[0] ** 2)
+
+    grad = jax.grad(loss)
+    batched = jax.jit(jax.vmap(grad, in_axes=(None, 0)))(params, xs)
+    for k in range(3):
+        one = grad(params, xs[k])
+        for name in params:
+            np.testing.assert_allclose(batched[name][k], one[name], rtol=1e-5, atol=1e-6)
+    assert (
+        "jaxlstm_backward" in jax.jit(jax.vmap(grad, in_axes=(None, 0))).lower(params, xs).as_text()
+    )
+
+
 def test_masked_steps_give_zeros_and_stop_the_state():
     config = LSTMConfig(3, 11, bidirectional=True)
     params = jaxlstm.init_params(jax.random.key(0), config)
