@@ -15,7 +15,7 @@ from mkdocs.structure.files import File, Files
 
 PAGE = "performance.md"
 IMAGE = "images/performance.png"
-IMPLS = ("jaxlstm", "torch", "flax", "0.1.0")  # the table's time columns, in ms
+IMPLS = ("jaxlstm", "jaxlstm-xla", "torch", "flax")  # the table's time columns, in ms
 RATIO = "torch ÷ jaxlstm"  # the table's ratio column, as measured (not from rounded times)
 
 
@@ -71,7 +71,9 @@ def draw(rows: list[dict[str, Any]]) -> bytes:
             [row[impl] for row in rows],
             height=height,
             color=color,
-            label=impl if impl != "0.1.0" else "jaxlstm 0.1.0",
+            label={"jaxlstm": "jaxlstm (native kernel)", "jaxlstm-xla": "jaxlstm on XLA"}.get(
+                impl, impl
+            ),
         )
     for i, row in enumerate(rows):
         ax.text(row["jaxlstm"] * 1.08, i, f"{RATIO} {row[RATIO]}", va="center", fontsize=8)
