@@ -7,6 +7,7 @@
 // projection, a [0, 0] mask means every step is valid.
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "kernels.h"
 #include "xla/ffi/api/ffi.h"
@@ -134,60 +135,66 @@ ffi::Error backward_impl(ffi::ThreadPool pool, F32 w_hh, F32 w_hr, F32 gates, F3
   return ffi::Error::Success();
 }
 
+// The operands of both forward handlers: xproj, bias, w_hh, w_hr, h0, c0, then the mask.
+auto forward_operands() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .Arg<F32>()
+      .Arg<F32>()
+      .Arg<F32>()
+      .Arg<F32>()
+      .Arg<F32>()
+      .Arg<F32>()
+      .Arg<Mask>();
+}
+
+// The operands of the backward handler: w_hh, w_hr, gates, tanh_c, cs, c0, the mask, d_hs,
+// d_c_n.
+auto backward_operands() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .Arg<F32>()
+      .Arg<F32>()
+      .Arg<F32>()
+      .Arg<F32>()
+      .Arg<F32>()
+      .Arg<F32>()
+      .Arg<Mask>()
+      .Arg<F32>()
+      .Arg<F32>();
+}
+
+// Every handler's attributes, after its results: how Python asked the call to run.
+template <class Binding>
+auto with_call_attributes(Binding binding) {
+  return std::move(binding)
+      .template Attr<int64_t>("isa")
+      .template Attr<int64_t>("max_workers")
+      .template Attr<int64_t>("split");
+}
+
 }  // namespace
 }  // namespace jaxlstm
 
+// Results: hs, c_n, cs, gates, tanh_c.
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxlstmForwardTrain, jaxlstm::forward_train,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // xproj
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // bias
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_hh
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_hr
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // c0
-                                  .Arg<ffi::Buffer<ffi::PRED>>()  // mask
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // hs
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // c_n
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // cs
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // gates
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // tanh_c
-                                  .Attr<int64_t>("isa")
-                                  .Attr<int64_t>("max_workers")
-                                  .Attr<int64_t>("split"));
+                              jaxlstm::with_call_attributes(jaxlstm::forward_operands()
+                                                                .Ret<ffi::Buffer<ffi::F32>>()
+                                                                .Ret<ffi::Buffer<ffi::F32>>()
+                                                                .Ret<ffi::Buffer<ffi::F32>>()
+                                                                .Ret<ffi::Buffer<ffi::F32>>()
+                                                                .Ret<ffi::Buffer<ffi::F32>>()));
 
+// Results: hs, c_n.
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxlstmForwardInfer, jaxlstm::forward_infer,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // xproj
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // bias
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_hh
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_hr
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // c0
-                                  .Arg<ffi::Buffer<ffi::PRED>>()  // mask
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // hs
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // c_n
-                                  .Attr<int64_t>("isa")
-                                  .Attr<int64_t>("max_workers")
-                                  .Attr<int64_t>("split"));
+                              jaxlstm::with_call_attributes(jaxlstm::forward_operands()
+                                                                .Ret<ffi::Buffer<ffi::F32>>()
+                                                                .Ret<ffi::Buffer<ffi::F32>>()));
 
+// Results: d_gates, dh0, dc0, dh_emit.
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxlstmBackward, jaxlstm::backward_impl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_hh
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_hr
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // gates
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // tanh_c
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // cs
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // c0
-                                  .Arg<ffi::Buffer<ffi::PRED>>()  // mask
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // d_hs
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // d_c_n
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // d_gates
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // dh0
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // dc0
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // dh_emit
-                                  .Attr<int64_t>("isa")
-                                  .Attr<int64_t>("max_workers")
-                                  .Attr<int64_t>("split"));
+                              jaxlstm::with_call_attributes(jaxlstm::backward_operands()
+                                                                .Ret<ffi::Buffer<ffi::F32>>()
+                                                                .Ret<ffi::Buffer<ffi::F32>>()
+                                                                .Ret<ffi::Buffer<ffi::F32>>()
+                                                                .Ret<ffi::Buffer<ffi::F32>>()));
