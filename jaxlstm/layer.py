@@ -5,7 +5,9 @@ weights (`cell.CellWeights`), the initial and final states, and, in scan-time or
 inputs and masks. The backward direction reads its input flipped in time.
 
 Each step computes `x_t @ kernel + h @ recurrent_kernel + bias` (see `cell.step` for why the
-input projection is not hoisted out of the loop) and the gate update.
+input projection is not hoisted out of the loop) and the gate update. On a CPU the recurrence
+runs in jaxlstm's native kernel instead (`options.runs_native` decides): there the input
+projection of all steps is one XLA matmul and the kernel runs the steps, forward and backward.
 A bidirectional layer can run its two directions in one scan (`ScanOptions.fuse_directions`),
 or one scan each.
 
@@ -380,18 +382,26 @@ _recurrence_custom_vjp.defvjp(_recurrence_fwd, _recurrence_bwd)
 def _recurrence_native(xs, weights, h0, c0, masks, scan: ScanOptions):
     """`_recurrence_plain` run by the native kernel (`jaxlstm.native`), one call per direction.
 
-    The input projection `x @ kernel + bias` of all steps is one XLA matmul before the
-    kernel; the kernel runs the steps. Its backward pass is the kernel's reverse recurrence,
-    then the same gradient products as the XLA path's. Where the rules themselves are
-    differentiated (`grad` of `grad`, `jax.hessian`), they run the XLA scans instead, which
-    are differentiable.
+    The input projection `x @ kernel` of all steps is one XLA matmul before the kernel; the
+    kernel adds the bias and runs the steps. Its backward pass is the kernel's reverse
+    recurrence, then the same gradient products as the XLA path's. Where the rules themselves
+    are differentiated (`grad` of `grad`, `jax.hessian`), they run the XLA scans instead,
+    which are differentiable.
     """
-    hs, c_n = [], []
-    for x, w, h, c, m in zip(xs, weights, h0, c0, _per_direction(masks, len(xs)), strict=True):
-        out = native.forward(*_native_operands(x, w), h, c, _time_batch(m), keep=False)
-        hs.append(out[0])
-        c_n.append(out[1])
-    return tuple(hs), tuple(c_n)
+    hs, c_n = _native_forward(xs, weights, h0, c0, masks, keep=False)
+    return hs, c_n
+
+
+def _native_forward(xs, weights, h0, c0, masks, *, keep: bool) -> tuple[tuple[Array, ...], ...]:
+    """`native.forward` for every direction, its outputs regrouped per output: `(hs, c_n)`,
+    with `keep` `(hs, c_n, cs, gates, tanh_c)`, each a tuple with one entry per direction."""
+    per_direction = [
+        native.forward(
+            _project(x, w.kernel), w.bias, *_kernel_weights(w), h, c, _time_batch(m), keep=keep
+        )
+        for x, w, h, c, m in zip(xs, weights, h0, c0, _per_direction(masks, len(xs)), strict=True)
+    ]
+    return tuple(zip(*per_direction, strict=True))
 
 
 def _per_direction(masks, count: int) -> tuple:
@@ -403,11 +413,9 @@ def _time_batch(mask: Array | None) -> Array | None:
     return None if mask is None else mask[..., 0]
 
 
-def _native_operands(x: Array, w: CellWeights) -> tuple[Array, Array | None, Array, Array | None]:
-    """`(x @ kernel [T, B, 4H], bias [4H] or None, W_hh [4H, H_out], W_hr [P, H] or None)`,
-    in the kernel's layout (it adds the bias itself: one pass over `[T, B, 4H]` less)."""
-    w_hr = None if w.projection is None else w.projection.T
-    return _project(x, w.kernel), w.bias, w.recurrent_kernel.T, w_hr
+def _kernel_weights(w: CellWeights) -> tuple[Array, Array | None]:
+    """`(W_hh [4H, H_out], W_hr [P, H] or None)`: torch's layout, the kernel's."""
+    return w.recurrent_kernel.T, None if w.projection is None else w.projection.T
 
 
 class _NativeResiduals(NamedTuple):
@@ -427,19 +435,9 @@ class _NativeResiduals(NamedTuple):
 def _recurrence_native_fwd(xs, weights, h0, c0, masks, scan: ScanOptions):
     if _differentiated((xs, weights, h0, c0)):
         return _recurrence_fwd(xs, weights, h0, c0, masks, scan)
-    hs: list[Array] = []
-    c_n: list[Array] = []
-    cs: list[Array] = []
-    gates: list[Array] = []
-    tanh_c: list[Array] = []
-    for x, w, h, c, m in zip(xs, weights, h0, c0, _per_direction(masks, len(xs)), strict=True):
-        out = native.forward(*_native_operands(x, w), h, c, _time_batch(m), keep=True)
-        for kept, value in zip((hs, c_n, cs, gates, tanh_c), out, strict=True):
-            kept.append(value)
-    residuals = _NativeResiduals(
-        xs, weights, h0, c0, masks, tuple(hs), tuple(cs), tuple(gates), tuple(tanh_c)
-    )
-    return (tuple(hs), tuple(c_n)), residuals
+    hs, c_n, cs, gates, tanh_c = _native_forward(xs, weights, h0, c0, masks, keep=True)
+    residuals = _NativeResiduals(xs, weights, h0, c0, masks, hs, cs, gates, tanh_c)
+    return (hs, c_n), residuals
 
 
 def _recurrence_native_bwd(scan: ScanOptions, residuals, cotangents):
@@ -456,8 +454,7 @@ def _recurrence_native_bwd(scan: ScanOptions, residuals, cotangents):
     with jax.named_scope("recurrence_bwd"):
         for d, w in enumerate(r.weights):
             g, dh, dc, dh_emit = native.backward(
-                w.recurrent_kernel.T,
-                None if w.projection is None else w.projection.T,
+                *_kernel_weights(w),
                 r.gates[d],
                 r.tanh_c[d],
                 r.cs[d],
