@@ -147,6 +147,19 @@ def _instruction_set() -> str | None:
     return next((name for name in _ORDER if name in runnable), None)
 
 
+def _variant_code() -> int:
+    """The code of the variant calls use now.
+
+    Raises:
+        RuntimeError: the native kernel is unavailable (the message says why).
+    """
+    runnable, reason = _load()
+    name = _instruction_set()
+    if reason or name is None:
+        raise RuntimeError(f"the native kernel is unavailable: {reason}")
+    return runnable[name]
+
+
 def native_backend() -> NativeBackend:
     """Whether jaxlstm's native CPU kernel is available here, and which variant runs.
 
@@ -188,28 +201,22 @@ def fma_peak_gflops(threads: int | None = None, *, seconds: float = 0.2) -> floa
         RuntimeError: the native kernel is unavailable (the message says why).
         ValueError: `threads` is below 1.
     """
-    runnable, reason = _load()
-    name = _instruction_set()
-    if reason or name is None:
-        raise RuntimeError(f"the native kernel is unavailable: {reason}")
+    code = _variant_code()
     threads = cpu_count() if threads is None else threads
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive int or None, got {threads!r}")
     from jaxlstm import _lstm_kernels  # type: ignore[attr-defined]
 
-    return _lstm_kernels.fma_peak(runnable[name], threads, float(seconds)) / 1e9
+    return _lstm_kernels.fma_peak(code, threads, float(seconds)) / 1e9
 
 
 def _call_attributes(batch: int, hidden: int, out_size: int) -> dict[str, np.int64]:
-    runnable, reason = _load()
-    name = _instruction_set()
-    if reason or name is None:
-        raise RuntimeError(f"the native kernel is unavailable: {reason}")
+    code = _variant_code()
     flops = 2 * batch * out_size * 4 * hidden
     workers = 1 if flops < _PARALLEL_FLOPS else cpu_count()
     split = _SPLIT["rows" if batch >= _SPLIT_ROWS_FROM else "units"]
     return {
-        "isa": np.int64(runnable[name]),
+        "isa": np.int64(code),
         "max_workers": np.int64(workers),
         "split": np.int64(split),
     }
